@@ -1,0 +1,268 @@
+"""The ``napari-unet`` console script: the same core as the napari widgets, headless.
+
+Every command returns 0 on success; on a problem it prints one line ``napari-unet: error: ...``
+to stderr and returns a non-zero code, having written nothing partial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+def _progress(total: int | None, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", disable=quiet, file=sys.stderr, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .config import ModelConfig
+    from .modelfile import UNetModel
+
+    config = ModelConfig(
+        arch=args.arch,
+        in_channels=args.in_channels,
+        classes=3 if args.mode == "instance" else args.classes,
+        mode=args.mode,
+        depth=args.depth,
+        base_width=args.base_width,
+        batch_norm=args.batch_norm,
+        encoder=args.encoder,
+    )
+    model = UNetModel.create(config, tile=args.tile)
+    out = model.save(args.out)
+    print(
+        f"wrote untrained {config.arch} model to {out} "
+        f"(default tile {model.tile}, halo {model.halo})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+def _output_paths(inputs: list[Path], out_dir: Path, probabilities: bool) -> list[tuple[Path, Path, Path]]:
+    seen: dict[Path, Path] = {}
+    resolved_inputs = {p.resolve() for p in inputs}
+    jobs = []
+    for src in inputs:
+        labels = out_dir / f"{src.stem}.tif"
+        prob = out_dir / f"{src.stem}_prob.tif"
+        for target in (labels, prob) if probabilities else (labels,):
+            if target.resolve() in resolved_inputs:
+                raise CliError(
+                    f"output {target} would overwrite the input image {target}; choose another --out"
+                )
+            if target in seen:
+                raise CliError(f"inputs {seen[target]} and {src} would both write {target}; rename one")
+            seen[target] = src
+        jobs.append((src, labels, prob))
+    return jobs
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .config import PredictConfig
+    from .io import expand_inputs, read_image, tiff_memmap
+    from .modelfile import UNetModel
+    from .predict import image_planes, labels_dtype, predict
+
+    halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
+    settings = PredictConfig(tile=args.tile, halo=halo, batch=args.batch, device=args.device)
+    model = UNetModel.load(args.model)
+    inputs = expand_inputs(args.inputs)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out {out_dir} is a file; give a folder")
+    jobs = _output_paths(inputs, out_dir, args.probabilities)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for src, labels_path, prob_path in jobs:
+        image = read_image(src)
+        planes = image_planes(image, args.axes, model.config.in_channels)
+        gen_kwargs = {}
+        with tiff_memmap(labels_path, planes.label_shape, labels_dtype(model)) as labels_out:
+            prob_ctx = (
+                tiff_memmap(prob_path, (model.config.classes,) + planes.label_shape, "float32")
+                if args.probabilities
+                else _null()
+            )
+            with prob_ctx as prob_out:
+                if prob_out is not None:
+                    gen_kwargs = {"probabilities": True, "probabilities_out": prob_out}
+                gen = predict(
+                    model, image, planes.axes, settings, labels_out=labels_out, min_size=args.min_size, **gen_kwargs
+                )
+                result = _drive(gen, f"{src.name}", args.quiet)
+        for note in result.notes:
+            print(f"{src.name}: {note}", file=sys.stderr)
+        print(
+            f"{src.name}: {planes.describe()}; {result.plan.describe()}; device {result.device}; "
+            f"{result.seconds:.1f} s -> {labels_path}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _drive(gen, desc: str, quiet: bool):
+    """Run a progress generator with a progress bar (a new bar for each phase)."""
+    bar, phase = None, None
+    try:
+        while True:
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if (step.total, step.message) != phase:
+                if bar is not None:
+                    bar.close()
+                phase = (step.total, step.message)
+                bar = _progress(step.total, f"{desc} {step.message}".strip(), quiet)
+            bar.n = step.done
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _int_arg(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"{name} must be an integer or 'auto', got {value!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Segment the bundled nuclei image with the bundled model (or an untrained one)."""
+    from .sample import SAMPLE_IMAGE, SAMPLE_MODEL
+
+    out = Path(args.out)
+    model = SAMPLE_MODEL
+    if not model.exists():
+        model = out / "untrained.safetensors"
+        cmd_init(build_parser().parse_args(["init", "--mode", "instance", "--out", str(model)]))
+    argv = ["predict", str(model), str(SAMPLE_IMAGE), "--out", str(out), "--probabilities"]
+    return cmd_predict(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="Train and apply U-Nets with the overlap-tile strategy (Ronneberger et al. 2015).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write an untrained model file")
+    p.add_argument("--arch", default="unet-paper", help="unet-paper (default) or smp")
+    p.add_argument("--encoder", default="resnet34", help="smp encoder name (default resnet34)")
+    p.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
+    p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
+    p.add_argument("--mode", default="semantic", choices=["semantic", "instance"])
+    p.add_argument("--depth", type=int, default=4, help="unet-paper poolings (default 4)")
+    p.add_argument("--base-width", type=int, default=64, help="unet-paper first-level channels (default 64)")
+    p.add_argument("--batch-norm", action="store_true", help="unet-paper: batch normalisation")
+    p.add_argument("--tile", type=int, default=256, help="default tile core size stored in the model")
+    p.add_argument("--out", required=True, help="model file to write")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("predict", help="predict labels for TIFF images with the overlap-tile strategy")
+    p.add_argument("model", help="model file")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF files or folders of TIFFs")
+    p.add_argument("--out", required=True, help="output folder (labels as <name>.tif)")
+    p.add_argument("--tile", type=int, help="output core of a tile in pixels (default: the model's)")
+    p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, classes first)")
+    p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
+    p.add_argument("--min-size", type=int, default=15, help="instance models: smallest object kept (pixels)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="segment the bundled nuclei image with the bundled model")
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    _extend_parser(sub)
+    return parser
+
+
+def _extend_parser(sub) -> None:
+    """Hook for commands defined in other modules (training)."""
+    try:
+        from .cli_train import add_commands
+    except ImportError:
+        return
+    add_commands(sub)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .axes import AxesError
+    from .config import ConfigError
+    from .devices import DeviceError
+    from .io import ImageFileError
+    from .modelfile import ModelFileError
+    from .normalization import NonFiniteError
+
+    errors: list[type[BaseException]] = [
+        CliError, AxesError, ConfigError, DeviceError, ImageFileError, ModelFileError, NonFiniteError,
+    ]
+    try:
+        from .training import TrainingError
+
+        errors.append(TrainingError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _known_errors() as err:
+        print(f"napari-unet: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("napari-unet: interrupted; no partial outputs were left", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Small frozen settings objects, validated on construction.
+
+The same objects are written into model files and config files, so a run started in the
+napari widget can be replayed by the command line (``napari-unet train --config FILE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ARCHITECTURES = ("unet-paper", "smp")
+MODES = ("semantic", "instance")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which values are valid."""
+
+
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}")
+
+
+def _positive(name: str, value: Any, minimum: float = 1) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What network to build.
+
+    Parameters
+    ----------
+    arch : str
+        ``unet-paper`` (Ronneberger et al. 2015, valid convolutions) or ``smp``
+        (a segmentation-models-pytorch U-Net with a chosen encoder, padded convolutions).
+    in_channels : int
+        Number of image channels the network takes.
+    classes : int
+        Number of output classes (instance mode: 3 = background, interior, boundary).
+    class_names : tuple of str
+        Optional names, one per class.
+    mode : str
+        ``semantic`` (labels are classes) or ``instance`` (labels are object ids).
+    depth : int
+        Number of 2x2 poolings of ``unet-paper`` (the paper uses 4).
+    base_width : int
+        Channels of the first level of ``unet-paper`` (the paper uses 64).
+    batch_norm : bool
+        Add batch normalisation after each convolution of ``unet-paper``.
+    encoder : str
+        smp encoder name, e.g. ``resnet34`` or ``mobilenet_v2``.
+    encoder_weights : str or None
+        smp pretrained encoder weights (``imagenet``); None by default, never downloaded in tests.
+    """
+
+    arch: str = "unet-paper"
+    in_channels: int = 1
+    classes: int = 2
+    class_names: tuple[str, ...] = ()
+    mode: str = "semantic"
+    depth: int = 4
+    base_width: int = 64
+    batch_norm: bool = False
+    encoder: str = "resnet34"
+    encoder_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("architecture", self.arch, ARCHITECTURES)
+        _choice("mode", self.mode, MODES)
+        _positive("in_channels", self.in_channels)
+        _positive("classes", self.classes, 2)
+        _positive("depth", self.depth)
+        _positive("base_width", self.base_width)
+        if self.depth > 6:
+            raise ConfigError(f"depth {self.depth} is too deep for microscopy tiles; use 1 to 6")
+        if self.mode == "instance" and self.classes != 3:
+            raise ConfigError(
+                "instance mode predicts 3 classes (background, interior, boundary); "
+                f"got classes={self.classes}"
+            )
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.class_names and len(self.class_names) != self.classes:
+            raise ConfigError(
+                f"{len(self.class_names)} class names given for {self.classes} classes"
+            )
+        if self.arch == "smp":
+            from .models import check_encoder  # local: keeps config importable without torch
+
+            check_encoder(self.encoder)
+
+    def names(self) -> tuple[str, ...]:
+        """Class names, with defaults when none were given."""
+        if self.class_names:
+            return self.class_names
+        if self.mode == "instance":
+            return ("background", "interior", "boundary")
+        return ("background",) + tuple(f"class {i}" for i in range(1, self.classes))
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-image percentile normalisation, computed once over the whole image (never per tile).
+
+    Parameters
+    ----------
+    low, high : float
+        Percentiles mapped to 0 and 1 (default 1 and 99.8).
+    """
+
+    low: float = 1.0
+    high: float = 99.8
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.low < self.high <= 100):
+            raise ConfigError(
+                f"normalisation percentiles must satisfy 0 <= low < high <= 100, "
+                f"got low={self.low}, high={self.high}"
+            )
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How to tile an image for prediction.
+
+    Parameters
+    ----------
+    tile : int or None
+        Size of the output core of a tile in pixels (the halo is added around it); None = the
+        model's default. Rounded to the nearest size the model can take.
+    halo : int or None
+        Context added on each side of a tile; None = the model's default. Fixed by the
+        architecture for ``unet-paper``.
+    batch : int
+        Tiles per forward pass (halved automatically on GPU out-of-memory).
+    device : str
+        ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
+
+    tile: int | None = None
+    halo: int | None = None
+    batch: int = 4
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.tile is not None:
+            _positive("tile", self.tile)
+        if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
+            raise ConfigError(f"halo must be an integer >= 0, got {self.halo!r}")
+        _positive("batch", self.batch)
+        if self.device.split(":")[0] not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
+
+
+def to_dict(obj: Any) -> dict:
+    """Plain-JSON form of a settings dataclass."""
+    out = dataclasses.asdict(obj)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build a settings dataclass from a dict, rejecting unknown keys with the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} setting(s) {sorted(unknown)}; valid: {sorted(names)}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def read_json(path: str | Path) -> dict:
+    """Read a JSON settings file with a clear error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+

@@ -1,0 +1,122 @@
+"""Choosing the compute device, mixed precision, and recovering from GPU out-of-memory."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used; the message says what torch sees."""
+
+
+def describe_torch() -> str:
+    """One line on what this torch build can use (shown in the GUI and in errors)."""
+    parts = [f"torch {torch.__version__}"]
+    if torch.version.cuda is None:
+        parts.append("built without CUDA")
+    elif torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        parts.append(f"CUDA {torch.version.cuda}: {', '.join(names)}")
+    else:
+        parts.append(f"CUDA {torch.version.cuda} build, but no usable NVIDIA GPU/driver found")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        parts.append("Apple MPS available")
+    return "; ".join(parts)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit GPU that is not usable is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {name!r} was requested but CUDA is not usable ({describe_torch()}). "
+                "Install a CUDA build of torch and an NVIDIA driver, or use --device cpu."
+            )
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {name!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s)"
+            )
+        return device
+    if kind == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DeviceError(
+                f"device 'mps' was requested but Apple MPS is not available ({describe_torch()})"
+            )
+        return torch.device("mps")
+    raise DeviceError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Mixed precision type for ``device``: bf16 where supported, else fp16 on GPU, none on CPU."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def release_memory(device: torch.device | None = None) -> None:
+    """Give cached GPU memory back to the driver (after training, prediction or cancel)."""
+    gc.collect()
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        torch.cuda.empty_cache()
+    if device is not None and device.type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def run_in_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    state: dict,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Apply ``fn`` to ``batch`` in chunks of ``state['batch']``, halving the chunk on
+    out-of-memory down to one item, then raising a clear error.
+
+    Yields (start, stop, result) per chunk. ``state['batch']`` keeps the reduced size so later
+    batches do not hit the same wall again.
+    """
+    start = 0
+    n = batch.shape[0]
+    while start < n:
+        size = min(state["batch"], n - start)
+        try:
+            result = fn(batch[start : start + size])
+        except Exception as err:  # noqa: BLE001 - we re-raise anything that is not OOM
+            if not is_out_of_memory(err):
+                raise
+            release_memory()
+            if size == 1:
+                raise DeviceError(
+                    "the GPU ran out of memory even with one tile per batch; "
+                    "use a smaller --tile, or --device cpu"
+                ) from err
+            state["batch"] = max(1, size // 2)
+            state["reduced"] = True
+            continue
+        yield start, start + size, result
+        start += size

@@ -1,0 +1,302 @@
+"""Network architectures and their geometry.
+
+``unet-paper`` is the network of Ronneberger, Fischer & Brox (2015) in plain torch: valid
+(unpadded) 3x3 convolutions, so every output pixel sees a fixed context (the halo) and tiles
+can be stitched exactly. ``smp`` wraps a segmentation-models-pytorch U-Net (padded
+convolutions) with any of its encoders.
+
+Each network carries a :class:`Geometry` that says which input sizes it takes, how large its
+output is, and how much halo a tile needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Size rules of a network, per spatial axis.
+
+    Parameters
+    ----------
+    step : int
+        Tile starts and tile cores must be multiples of this (2**number of poolings): 2x2
+        max-pooling makes the output depend on where a tile starts modulo ``step``.
+    valid_margin : int
+        Pixels lost on each side by unpadded convolutions (0 for padded networks): the output
+        of an input of size n has size n - 2 * valid_margin, and output pixel j sits over input
+        pixel j + valid_margin.
+    min_input : int
+        Smallest input size the network takes.
+    """
+
+    step: int
+    valid_margin: int
+    min_input: int
+
+    @property
+    def padded(self) -> bool:
+        return self.valid_margin == 0
+
+    def is_valid_input(self, n: int) -> bool:
+        return n >= self.min_input and (n - self.min_input) % self.step == 0
+
+    def output_size(self, n: int) -> int:
+        if not self.is_valid_input(n):
+            raise ValueError(f"input size {n} is not valid: use {self.min_input} + {self.step}*k")
+        return n - 2 * self.valid_margin
+
+    def round_core(self, tile: int) -> int:
+        """Nearest tile core size (a multiple of ``step``, halves rounded up)."""
+        if tile < self.step:
+            raise ConfigError(
+                f"tile {tile} is smaller than this model's minimum tile of {self.step} pixels"
+            )
+        return int(math.floor(tile / self.step + 0.5)) * self.step
+
+    def round_halo(self, halo: int) -> int:
+        """Halo a tile can use: fixed for valid networks; for padded ones a multiple of step/2
+        so that core + 2*halo stays a valid input size."""
+        if not self.padded:
+            return self.valid_margin
+        half = max(1, self.step // 2)
+        return int(math.ceil(halo / half)) * half
+
+    def tile_input(self, core: int, halo: int) -> int:
+        """Input size of a tile whose output core is ``core`` pixels, with ``halo`` context."""
+        n = core + 2 * halo
+        if self.padded:
+            return n
+        # valid network: smallest valid input whose output covers the core
+        k = max(0, math.ceil((n - self.min_input) / self.step))
+        return self.min_input + k * self.step
+
+
+def paper_geometry(depth: int) -> Geometry:
+    """Exact geometry of the paper U-Net with ``depth`` poolings (depth 4: 188 + 16k -> -184)."""
+    # Walk back from the smallest positive bottleneck output; every size along the way is even
+    # before each pooling, which is what makes the input valid.
+    def out_size(n: int) -> int | None:
+        for _ in range(depth):
+            n -= 4
+            if n <= 0 or n % 2:
+                return None
+            n //= 2
+        n -= 4
+        if n <= 0:
+            return None
+        for _ in range(depth):
+            n = 2 * n - 4
+        return n if n > 0 else None
+
+    n = 1
+    while out_size(n) is None:
+        n += 1
+    return Geometry(step=2**depth, valid_margin=(n - out_size(n)) // 2, min_input=n)
+
+
+def smp_geometry() -> Geometry:
+    """smp U-Nets pool five times and pad their convolutions: inputs divisible by 32."""
+    return Geometry(step=32, valid_margin=0, min_input=32)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's U-Net
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, cin: int, cout: int, batch_norm: bool) -> None:
+        layers: list[nn.Module] = []
+        for c in (cin, cout):
+            layers.append(nn.Conv2d(c, cout, 3, padding=0, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    dy = (x.shape[-2] - height) // 2
+    dx = (x.shape[-1] - width) // 2
+    return x[..., dy : dy + height, dx : dx + width]
+
+
+class PaperUNet(nn.Module):
+    """U-Net of Ronneberger et al. (2015).
+
+    Per level two unpadded 3x3 convolutions with ReLU, 2x2 max-pooling; on the way up a 2x2
+    up-convolution halving the channels, the skip connection cropped and concatenated, two
+    unpadded 3x3 convolutions; a final 1x1 convolution to ``classes`` channels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        classes: int = 2,
+        depth: int = 4,
+        base_width: int = 64,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        widths = [base_width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths[:-1]:
+            self.down.append(_DoubleConv(cin, w, batch_norm))
+            cin = w
+        self.pool = nn.MaxPool2d(2)
+        self.bottom = _DoubleConv(widths[-2], widths[-1], batch_norm)
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for w_low, w in zip(widths[:0:-1], widths[-2::-1]):
+            self.up.append(nn.ConvTranspose2d(w_low, w, 2, stride=2))
+            self.up_conv.append(_DoubleConv(2 * w, w, batch_norm))
+        self.head = nn.Conv2d(widths[0], classes, 1)
+        self.geometry = paper_geometry(depth)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The paper's initialisation: Gaussian with std sqrt(2/N), N = incoming connections."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            elif isinstance(m, nn.ConvTranspose2d):
+                # stride == kernel: each output pixel receives one input pixel per channel
+                fan_in = m.in_channels
+            else:
+                continue
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_in))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
+            x = up(x)
+            x = conv(torch.cat([_center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+        return self.head(x)
+
+
+# --------------------------------------------------------------------------------------------
+# segmentation-models-pytorch
+
+
+def smp_encoders() -> list[str]:
+    """Names of the encoders segmentation-models-pytorch offers."""
+    import segmentation_models_pytorch as smp
+
+    return sorted(smp.encoders.get_encoder_names())
+
+
+def check_encoder(name: str) -> None:
+    names = smp_encoders()
+    if name not in names:
+        close = [n for n in names if name.lower().split("_")[0] in n.lower()][:10]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise ConfigError(
+            f"unknown encoder {name!r}{hint}; valid encoders: {', '.join(names)}"
+        )
+
+
+class SmpUNet(nn.Module):
+    """A segmentation-models-pytorch U-Net; inputs must be divisible by 32."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        self.net = smp.Unet(
+            encoder_name=config.encoder,
+            encoder_weights=config.encoder_weights,
+            in_channels=config.in_channels,
+            classes=config.classes,
+        )
+        self.geometry = smp_geometry()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def encoder_parameters(self):
+        return self.net.encoder.parameters()
+
+
+def build_network(config: ModelConfig) -> nn.Module:
+    """The one factory: a fresh network for ``config``."""
+    if config.arch == "unet-paper":
+        return PaperUNet(
+            config.in_channels, config.classes, config.depth, config.base_width, config.batch_norm
+        )
+    return SmpUNet(config)
+
+
+def replace_head(network: nn.Module, classes: int) -> None:
+    """Give ``network`` a new, freshly initialised output layer with ``classes`` channels."""
+    if isinstance(network, PaperUNet):
+        old = network.head
+        network.head = nn.Conv2d(old.in_channels, classes, 1)
+        nn.init.normal_(network.head.weight, 0.0, math.sqrt(2.0 / old.in_channels))
+        nn.init.zeros_(network.head.bias)
+    else:
+        old = network.net.segmentation_head[0]
+        network.net.segmentation_head[0] = nn.Conv2d(
+            old.in_channels, classes, old.kernel_size, padding=old.padding
+        )
+
+
+def encoder_parameters(network: nn.Module):
+    """Parameters of the contracting path (what ``--freeze-encoder`` freezes)."""
+    if isinstance(network, PaperUNet):
+        return [p for block in [*network.down, network.bottom] for p in block.parameters()]
+    return list(network.encoder_parameters())
+
+
+# --------------------------------------------------------------------------------------------
+# Halo of padded networks
+
+
+def measure_halo(
+    network: nn.Module, in_channels: int, size: int = 256, mass: float = 0.99, seed: int = 0
+) -> int:
+    """Effective receptive field radius of a padded network, rounded to a valid halo.
+
+    The gradient of the centre output pixel (summed over classes) with respect to a random
+    input is taken; the halo is the smallest radius r such that the square of half-width r
+    around the centre holds ``mass`` of the absolute gradient. Pixels farther away still have
+    some influence, which is why prediction differences are measured in the benchmarks.
+    """
+    geometry: Geometry = network.geometry
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, in_channels, size, size, generator=gen, requires_grad=True)
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.enable_grad():
+            out = network(x)
+            c = size // 2
+            out[0, :, c, c].sum().backward()
+    finally:
+        network.train(was_training)
+    grad = x.grad.abs().sum(dim=(0, 1))
+    total = float(grad.sum())
+    if total == 0:
+        return geometry.round_halo(geometry.step)
+    c = size // 2
+    for r in range(c):
+        if float(grad[c - r : c + r + 1, c - r : c + r + 1].sum()) >= mass * total:
+            return geometry.round_halo(r)
+    return geometry.round_halo(c)

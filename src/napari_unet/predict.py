@@ -1,0 +1,160 @@
+"""Prediction of whole images (2D, stacks, multi-channel) with a :class:`UNetModel`.
+
+:func:`predict` is a generator: it yields :class:`~napari_unet.tiling.TileProgress` records and
+returns a :class:`Prediction`. Drive it with :func:`run` when no progress is needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from . import normalization as norm
+from .axes import AxesError, Planes, guess_axes
+from .config import PredictConfig
+from .devices import resolve_device
+from .instances import instances_from_probabilities
+from .modelfile import UNetModel
+from .tiling import TilePlan, TileProgress, plan_tiles, predict_tiles
+
+T = TypeVar("T")
+
+
+@dataclass
+class Prediction:
+    """What a prediction gives back. ``labels`` has the image's shape without its channel axis
+    (classes, or instance ids for instance models); ``probabilities`` has the classes first."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    axes: str
+    plan: TilePlan
+    device: str
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def run(gen: Generator[Any, None, T]) -> T:
+    """Drive a progress generator to the end and return its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def image_planes(image: Any, axes: str | None, in_channels: int) -> Planes:
+    """The image seen as planes; checks the channel count against the model."""
+    axes = axes or guess_axes(tuple(image.shape), in_channels)
+    planes = Planes(image, axes)
+    if planes.channels != in_channels:
+        raise AxesError(
+            f"the image has {planes.channels} channel(s) ({planes.describe()}) but the model "
+            f"takes {in_channels}; pass the right --axes or use a model trained on "
+            f"{planes.channels}-channel images"
+        )
+    return planes
+
+
+def labels_dtype(model: UNetModel) -> np.dtype:
+    if model.config.mode == "instance":
+        return np.dtype(np.int32)
+    return np.dtype(np.uint8 if model.config.classes < 256 else np.uint16)
+
+
+def predict(
+    model: UNetModel,
+    image: Any,
+    axes: str | None = None,
+    settings: PredictConfig | None = None,
+    probabilities: bool = False,
+    labels_out: Any = None,
+    probabilities_out: Any = None,
+    min_size: int = 15,
+) -> Generator[TileProgress, None, Prediction]:
+    """Overlap-tile prediction of ``image`` (numpy, memory map, dask or zarr array).
+
+    Parameters
+    ----------
+    model : UNetModel
+        The model (its defaults give the tile and halo when ``settings`` leaves them unset).
+    image : array-like
+        2D image, stack or multi-channel image; the user's array is never modified.
+    axes : str, optional
+        Axis letters (``YX``, ``ZYX``, ``TYX``, ``CYX``, ``YXC``, ...); guessed when omitted.
+    settings : PredictConfig, optional
+        Tile, halo, batch and device.
+    probabilities : bool
+        Also return per-class probabilities (float32, whole image: memory heavy for big images).
+    labels_out, probabilities_out : array-like, optional
+        Preallocated outputs (e.g. memory maps) to write into tile by tile.
+    min_size : int
+        Instance mode: smallest object kept, in pixels.
+    """
+    settings = settings or PredictConfig()
+    start = time.perf_counter()
+    planes = image_planes(image, axes, model.config.in_channels)
+    device = resolve_device(settings.device)
+    tile = settings.tile or model.tile
+    halo = model.halo if settings.halo is None else settings.halo
+    plan = plan_tiles((planes.height, planes.width), model.geometry, tile, halo)
+    notes = []
+    if plan.rounded and settings.tile:
+        notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {model.geometry.step})")
+    if settings.halo is not None and plan.halo != settings.halo:
+        notes.append(
+            f"halo {settings.halo} changed to {plan.halo}"
+            + (" (fixed by the valid convolutions of unet-paper)" if not model.geometry.padded else "")
+        )
+    lo, hi = norm.percentiles(planes, model.normalization)
+    instance = model.config.mode == "instance"
+    classes = model.config.classes
+    if probabilities_out is None and (probabilities or instance):
+        dtype = np.float32 if probabilities else np.float16
+        probabilities_out = np.zeros((classes,) + planes.label_shape, dtype)
+    if labels_out is None:
+        labels_out = np.zeros(planes.label_shape, labels_dtype(model))
+    elif tuple(labels_out.shape) != planes.label_shape:
+        raise ValueError(f"labels_out has shape {labels_out.shape}, expected {planes.label_shape}")
+    network = model.network.to(device)
+    result = yield from predict_tiles(
+        network,
+        planes,
+        lo,
+        hi,
+        plan,
+        device=device,
+        batch=settings.batch,
+        labels_out=None if instance else labels_out,
+        probabilities_out=probabilities_out,
+    )
+    if result.batch_reduced:
+        notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")
+    if instance:
+        yield TileProgress(done=0, total=planes.n, batch=0, message="separating objects")
+        next_id = 1
+        for i in range(planes.n):
+            full = (slice(None), slice(None))
+            where = planes.label_index(i, *full)
+            plane_labels = instances_from_probabilities(
+                probabilities_out[(slice(None),) + where], min_size=min_size, first_id=next_id
+            )
+            labels_out[where] = plane_labels
+            next_id = max(next_id, int(plane_labels.max()) + 1)
+            yield TileProgress(done=i + 1, total=planes.n, batch=0, message="separating objects")
+        if not probabilities:
+            probabilities_out = None
+    return Prediction(
+        labels=labels_out,
+        probabilities=probabilities_out,
+        axes=planes.label_axes,
+        plan=plan,
+        device=str(device),
+        seconds=time.perf_counter() - start,
+        notes=notes,
+    )
+

@@ -1,0 +1,194 @@
+"""The overlap-tile strategy of the U-Net paper.
+
+The image is cut into a grid of output tiles (cores). Each core is predicted from a larger
+input tile: the core plus a halo of context on every side. The halo comes from the
+neighbouring image, and beyond the image border from its mirror image (reflection, repeated
+when the halo is larger than the image). Each output pixel is written by exactly one tile
+centre, so there are no seams and nothing is averaged. Tile origins are multiples of the
+network's pooling step, so with valid convolutions (``unet-paper``) the tiled result equals a
+single pass over the whole mirror-extended image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import normalization as norm
+from .axes import Planes
+from .devices import autocast, release_memory, run_in_batches
+from .models import Geometry
+
+
+def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``0..n-1`` by mirroring at the borders
+    (numpy's ``reflect`` mode: the border pixel is not repeated), for any extension length."""
+    idx = np.arange(start, stop)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    idx = np.mod(idx, period)
+    return np.where(idx >= n, period - idx, idx)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one plane go.
+
+    ``core`` is the output size of a tile, ``halo`` the context on each side, ``input`` the
+    size of the tile the network sees, ``offset`` where the core starts in the network output.
+    """
+
+    shape: tuple[int, int]
+    core: tuple[int, int]
+    halo: int
+    input: tuple[int, int]
+    offset: int
+    requested_tile: int
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        return [
+            (y, x)
+            for y in range(0, self.shape[0], self.core[0])
+            for x in range(0, self.shape[1], self.core[1])
+        ]
+
+    @property
+    def rounded(self) -> bool:
+        return max(self.core) != self.requested_tile
+
+    def describe(self) -> str:
+        return (
+            f"tiles of {self.core[0]}x{self.core[1]} output pixels with a halo of {self.halo} px "
+            f"(network input {self.input[0]}x{self.input[1]}), {len(self.origins)} per plane"
+        )
+
+
+def plan_tiles(shape: tuple[int, int], geometry: Geometry, tile: int, halo: int) -> TilePlan:
+    """Tile grid for an image of ``shape`` (height, width).
+
+    ``tile`` is rounded to the nearest multiple of the pooling step; a tile is shrunk (per
+    axis) when the image is smaller, so small images cost one small tile.
+    """
+    core = geometry.round_core(tile)
+    halo = geometry.round_halo(halo)
+    cores = tuple(min(core, math.ceil(n / geometry.step) * geometry.step) for n in shape)
+    inputs = tuple(geometry.tile_input(c, halo) for c in cores)
+    return TilePlan(
+        shape=tuple(shape),
+        core=cores,
+        halo=halo,
+        input=inputs,
+        offset=halo - geometry.valid_margin,
+        requested_tile=tile,
+    )
+
+
+def read_tile(planes: Planes, i: int, origin: tuple[int, int], plan: TilePlan) -> np.ndarray:
+    """The network input for the tile at ``origin``: (channels, *plan.input), mirror-extended."""
+    rows = reflect_indices(origin[0] - plan.halo, origin[0] - plan.halo + plan.input[0], planes.height)
+    cols = reflect_indices(origin[1] - plan.halo, origin[1] - plan.halo + plan.input[1], planes.width)
+    r0, c0 = int(rows.min()), int(cols.min())
+    block = planes.read(i, slice(r0, int(rows.max()) + 1), slice(c0, int(cols.max()) + 1))
+    return block[:, rows - r0][:, :, cols - c0]
+
+
+@dataclass
+class TileProgress:
+    """One step of a tiled prediction."""
+
+    done: int
+    total: int
+    batch: int
+    message: str = ""
+
+
+@dataclass
+class TiledResult:
+    labels: np.ndarray | None
+    probabilities: np.ndarray | None
+    plan: TilePlan
+    seconds: float
+    batch: int
+    batch_reduced: bool
+
+
+def predict_tiles(
+    network: nn.Module,
+    planes: Planes,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    plan: TilePlan,
+    *,
+    device: torch.device,
+    batch: int = 4,
+    labels_out: np.ndarray | None = None,
+    probabilities_out: np.ndarray | None = None,
+    mixed_precision: bool = True,
+) -> Generator[TileProgress, None, TiledResult]:
+    """Predict every plane tile by tile; yield progress after each batch of tiles.
+
+    Writes argmax classes into ``labels_out`` (shape ``planes.label_shape``) and/or per-class
+    probabilities into ``probabilities_out`` (classes first, then ``planes.label_shape``).
+    Either may be a memory map or zarr array; only one batch of tiles is held in memory.
+    """
+    start = time.perf_counter()
+    origins = plan.origins
+    total = planes.n * len(origins)
+    jobs = [(i, o) for i in range(planes.n) for o in origins]
+    state = {"batch": max(1, int(batch)), "reduced": False}
+    channels_last = device.type == "cuda"
+    network.eval()
+    if channels_last:
+        network.to(memory_format=torch.channels_last)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, mixed_precision):
+            return torch.softmax(network(x).float(), dim=1)
+
+    done = 0
+    try:
+        while done < total:
+            chunk = jobs[done : done + max(state["batch"], 1) * 4]
+            tiles = []
+            for i, origin in chunk:
+                block = read_tile(planes, i, origin, plan)
+                norm.check_finite(block)
+                tiles.append(norm.apply(block, lo, hi))
+            x = torch.from_numpy(np.stack(tiles)).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for a, b, probs in run_in_batches(forward, x, state):
+                core = probs[:, :, plan.offset : plan.offset + plan.core[0], plan.offset : plan.offset + plan.core[1]]
+                core = core.cpu().numpy()
+                for k, (i, (y, x0)) in enumerate(chunk[a:b]):
+                    h = min(plan.core[0], planes.height - y)
+                    w = min(plan.core[1], planes.width - x0)
+                    p = core[k, :, :h, :w]
+                    ys, xs = slice(y, y + h), slice(x0, x0 + w)
+                    if labels_out is not None:
+                        labels_out[planes.label_index(i, ys, xs)] = p.argmax(axis=0)
+                    if probabilities_out is not None:
+                        probabilities_out[(slice(None),) + planes.label_index(i, ys, xs)] = p
+                done += b - a
+                yield TileProgress(done=done, total=total, batch=state["batch"])
+            del x
+    finally:
+        if channels_last:
+            network.to(memory_format=torch.contiguous_format)
+        release_memory(device)
+    return TiledResult(
+        labels=labels_out,
+        probabilities=probabilities_out,
+        plan=plan,
+        seconds=time.perf_counter() - start,
+        batch=state["batch"],
+        batch_reduced=state["reduced"],
+    )

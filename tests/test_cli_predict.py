@@ -1,0 +1,137 @@
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+from napari_unet.modelfile import UNetModel
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    path = tmp_path / "model.safetensors"
+    assert main(["init", "--arch", "unet-paper", "--depth", "2", "--base-width", "4", "--classes", "3", "--out", str(path)]) == 0
+    return path
+
+
+@pytest.fixture
+def images(tmp_path, data_dir):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("dsb_243443ae303c.tif", "dsb_0c6507d493bf.tif"):
+        shutil.copy(data_dir / name, folder / name)
+    return folder
+
+
+def test_init_then_predict_folder(model_path, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    rc = main(["predict", str(model_path), str(images), "--out", str(out), "--tile", "60", "--probabilities", "--quiet"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "rounded to 60" not in err and "tile 60 rounded to 60" not in err
+    for name in before:
+        stem = name[:-4]
+        labels = tifffile.imread(out / f"{stem}.tif")
+        prob = tifffile.imread(out / f"{stem}_prob.tif")
+        assert labels.shape == (256, 256) and labels.dtype == np.uint8
+        assert prob.shape == (3, 256, 256) and prob.dtype == np.float32
+        np.testing.assert_array_equal(labels, prob.argmax(0))
+        np.testing.assert_allclose(prob.sum(0), 1, atol=1e-5)
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_tile_rounding_is_reported(model_path, images, tmp_path, capsys):
+    assert main(["predict", str(model_path), str(images / "dsb_243443ae303c.tif"), "--out", str(tmp_path / "o"), "--tile", "50", "--quiet"]) == 0
+    assert "tile 50 rounded to 52" in capsys.readouterr().err
+
+
+def test_stack_with_axes(model_path, tmp_path, nuclei):
+    stack = np.stack([nuclei[0][:64, :64]] * 3)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    assert main(["predict", str(model_path), str(tmp_path / "stack.tif"), "--out", str(tmp_path / "o"), "--axes", "ZYX", "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "o" / "stack.tif")
+    assert labels.shape == (3, 64, 64)
+    np.testing.assert_array_equal(labels[0], labels[2])
+
+
+def error_of(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.startswith("napari-unet: error:") and "\n" not in err
+    return err
+
+
+def test_missing_empty_and_corrupt_tiff(model_path, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    assert "does not exist" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "missing.tif"), "--out", out])
+    (tmp_path / "empty.tif").write_bytes(b"")
+    assert "empty" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "empty.tif"), "--out", out])
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage" * 10)
+    assert "cannot read" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "bad.tif"), "--out", out])
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_wrong_channels_and_axes(model_path, tmp_path, capsys, nuclei):
+    rgb = np.stack([nuclei[0][:40, :40]] * 3, axis=-1)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+    out = str(tmp_path / "o")
+    assert "3 channel(s)" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "rgb.tif"), "--out", out, "--axes", "YXC"])
+    assert "name 2 axes" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "rgb.tif"), "--out", out, "--axes", "YX"])
+
+
+def test_nan_image(model_path, tmp_path, capsys):
+    img = np.ones((40, 40), np.float32)
+    img[0, 0] = np.inf
+    tifffile.imwrite(tmp_path / "nan.tif", img)
+    assert "NaN or infinite" in error_of(capsys, ["predict", str(model_path), str(tmp_path / "nan.tif"), "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o" / "nan.tif").exists()
+
+
+def test_output_over_input_is_refused(model_path, images, capsys):
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    assert "overwrite the input" in error_of(capsys, ["predict", str(model_path), str(images), "--out", str(images)])
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_unknown_arch_encoder_and_small_tile(tmp_path, capsys):
+    assert "unet-paper, smp" in error_of(capsys, ["init", "--arch", "fcn", "--out", str(tmp_path / "m")])
+    assert "valid encoders" in error_of(capsys, ["init", "--arch", "smp", "--encoder", "resnet999", "--out", str(tmp_path / "m")])
+    assert "smaller than this model's minimum tile of 16" in error_of(
+        capsys, ["init", "--out", str(tmp_path / "m2"), "--tile", "8"]
+    )
+    assert not (tmp_path / "m2").exists()
+
+
+def test_tile_below_minimum_in_predict(model_path, images, tmp_path, capsys):
+    err = error_of(capsys, ["predict", str(model_path), str(images), "--out", str(tmp_path / "o"), "--tile", "3"])
+    assert "minimum tile of 4" in err
+
+
+def test_pickled_model_file_is_refused(tmp_path, capsys, images):
+    import torch
+
+    torch.save({"a": 1}, tmp_path / "m.pt")
+    assert "pickle" in error_of(capsys, ["predict", str(tmp_path / "m.pt"), str(images), "--out", str(tmp_path / "o")])
+
+
+def test_cuda_requested_without_gpu(model_path, images, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    err = error_of(capsys, ["predict", str(model_path), str(images), "--out", str(tmp_path / "o"), "--device", "cuda"])
+    assert "CUDA is not usable" in err and "torch" in err
+
+
+def test_saved_instance_model_predicts_ids(tmp_path, nuclei):
+    path = tmp_path / "inst.safetensors"
+    assert main(["init", "--depth", "2", "--base-width", "4", "--mode", "instance", "--out", str(path)]) == 0
+    assert UNetModel.load(path).config.classes == 3
+    tifffile.imwrite(tmp_path / "img.tif", nuclei[0])
+    assert main(["predict", str(path), str(tmp_path / "img.tif"), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    labels = tifffile.imread(tmp_path / "o" / "img.tif")
+    assert labels.dtype == np.int32 and labels.shape == (256, 256)
