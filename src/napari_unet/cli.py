@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .cli_train import add_commands
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -217,17 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    _extend_parser(sub)
-    return parser
-
-
-def _extend_parser(sub) -> None:
-    """Hook for commands defined in other modules (training)."""
-    try:
-        from .cli_train import add_commands
-    except ImportError:
-        return
     add_commands(sub)
+    return parser
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -238,16 +230,13 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .modelfile import ModelFileError
     from .normalization import NonFiniteError
 
-    errors: list[type[BaseException]] = [
-        CliError, AxesError, ConfigError, DeviceError, ImageFileError, ModelFileError, NonFiniteError,
-    ]
-    try:
-        from .training import TrainingError
+    from .targets import LabelsError
+    from .training import TrainingError
 
-        errors.append(TrainingError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (
+        CliError, AxesError, ConfigError, DeviceError, ImageFileError, ModelFileError,
+        NonFiniteError, LabelsError, TrainingError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

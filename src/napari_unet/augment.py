@@ -1,0 +1,101 @@
+"""Data augmentation on batches of patches, on the training device.
+
+The same geometric transform is applied to the image, the targets (nearest neighbour) and the
+weights of a patch: flips, 90 degree rotations, and the elastic deformation of the U-Net
+paper (random displacements on a coarse 3x3 grid drawn from a Gaussian with 10 px standard
+deviation, interpolated bicubically to a smooth per-pixel field). Intensities are scaled and
+shifted.
+
+Why not torchvision.transforms.v2: its ElasticTransform draws an independent displacement per
+pixel and smooths it with a Gaussian, which is a different deformation model than the paper's
+coarse grid, and it transforms one sample at a time; the few lines below run the paper's
+version on a whole batch with ``grid_sample`` on the GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Augmentation settings.
+
+    Parameters
+    ----------
+    flips : bool
+        Random horizontal/vertical flips and 90 degree rotations.
+    elastic_sigma : float
+        Standard deviation in pixels of the coarse-grid displacements (0 = off; paper: 10).
+    elastic_grid : int
+        Number of control points per axis (paper: 3).
+    intensity : float
+        Random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (0 = off).
+    """
+
+    flips: bool = True
+    elastic_sigma: float = 10.0
+    elastic_grid: int = 3
+    intensity: float = 0.1
+
+
+def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    if flip:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def elastic_field(batch: int, height: int, width: int, sigma: float, grid: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Sampling grid (batch, height, width, 2) in grid_sample's normalised coordinates."""
+    coarse = torch.randn(batch, 2, grid, grid, generator=generator) * sigma
+    dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True).to(device)
+    ys = torch.linspace(-1, 1, height, device=device)
+    xs = torch.linspace(-1, 1, width, device=device)
+    base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
+    gx = base_x + dense[:, 1] * 2 / max(width - 1, 1)
+    gy = base_y + dense[:, 0] * 2 / max(height - 1, 1)
+    return torch.stack([gx, gy], dim=-1)
+
+
+def augment(
+    image: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    settings: Augmentation,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment a batch: image (B, C, H, W) float, targets (B, H, W) long, weights (B, H, W).
+
+    Random numbers come from ``generator`` (CPU), so runs are reproducible with a seed.
+    """
+    b, _, h, w = image.shape
+    if settings.flips and h == w:
+        ks = torch.randint(0, 4, (b,), generator=generator).tolist()
+        fs = torch.randint(0, 2, (b,), generator=generator).tolist()
+        image = torch.stack([_dihedral(image[i], ks[i], bool(fs[i])) for i in range(b)])
+        targets = torch.stack([_dihedral(targets[i], ks[i], bool(fs[i])) for i in range(b)])
+        weights = torch.stack([_dihedral(weights[i], ks[i], bool(fs[i])) for i in range(b)])
+    elif settings.flips:
+        fy = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
+        fx = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
+        image = torch.where(fy[:, None, None, None], image.flip(-2), image)
+        image = torch.where(fx[:, None, None, None], image.flip(-1), image)
+        targets = torch.where(fy[:, None, None], targets.flip(-2), targets)
+        targets = torch.where(fx[:, None, None], targets.flip(-1), targets)
+        weights = torch.where(fy[:, None, None], weights.flip(-2), weights)
+        weights = torch.where(fx[:, None, None], weights.flip(-1), weights)
+    if settings.elastic_sigma > 0:
+        grid = elastic_field(b, h, w, settings.elastic_sigma, settings.elastic_grid, generator, image.device)
+        image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
+        stacked = torch.stack([targets.float(), weights], dim=1)
+        stacked = F.grid_sample(stacked, grid, mode="nearest", padding_mode="reflection", align_corners=True)
+        targets, weights = stacked[:, 0].round().long(), stacked[:, 1]
+    if settings.intensity > 0:
+        a = settings.intensity
+        scale = 1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
+        shift = (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
+        image = image * scale.to(image.device) + shift.to(image.device)
+    return image, targets, weights

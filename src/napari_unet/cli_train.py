@@ -1,0 +1,224 @@
+"""``napari-unet train`` and ``napari-unet evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TRAIN_FLAGS = {
+    # flag: (TrainConfig field, type, help)
+    "--mode": ("mode", str, "instance (labels are object ids) or semantic (labels are classes)"),
+    "--arch": ("arch", str, "unet-paper or smp"),
+    "--encoder": ("encoder", str, "smp encoder, e.g. resnet34, mobilenet_v2"),
+    "--depth": ("depth", int, "unet-paper poolings"),
+    "--base-width": ("base_width", int, "unet-paper first-level channels"),
+    "--classes": ("classes", int, "semantic classes (default: from the labels)"),
+    "--epochs": ("epochs", int, "maximum epochs"),
+    "--steps": ("steps_per_epoch", int, "optimiser steps per epoch (default: automatic)"),
+    "--patch": ("patch", int, "training patch (output pixels)"),
+    "--batch": ("batch", int, "patches per step"),
+    "--lr": ("lr", float, "learning rate"),
+    "--optimizer": ("optimizer", str, "adam or sgd (momentum 0.99)"),
+    "--val-fraction": ("val_fraction", float, "fraction of images held out for validation"),
+    "--folds": ("folds", int, "K-fold cross-validation with K folds"),
+    "--patience": ("patience", int, "early stopping after this many epochs without improvement"),
+    "--time-limit": ("time_limit", float, "stop after this many minutes, keeping the best model"),
+    "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
+    "--seed": ("seed", int, "random seed"),
+    "--boundary-width": ("boundary_width", int, "instance mode: boundary class width in pixels"),
+    "--min-size": ("min_size", int, "instance mode: smallest object kept (pixels)"),
+    "--tile": ("tile", int, "tile core for validation and the model's default"),
+}
+TRAIN_SWITCHES = {
+    "--unlabelled-zero": ("unlabelled_zero", "semantic: 0 = not annotated (scribbles), ignored"),
+    "--freeze-encoder": ("freeze_encoder", "fine-tuning: keep the encoder fixed"),
+}
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a U-Net on folders of TIFFs")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--labels", required=True, help="folder of labels with the same file names")
+    p.add_argument("--out", required=True, help="model file to write (the best model is kept)")
+    for flag, (_, typ, help_) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_)
+    for flag, (_, help_) in TRAIN_SWITCHES.items():
+        p.add_argument(flag, action="store_true", default=None, help=help_)
+    p.add_argument("--init", help="model file to fine-tune from")
+    p.add_argument("--config", help="JSON settings (e.g. saved by the napari Train widget); flags override it")
+    p.add_argument("--report", help="folder for curves, examples and metrics (PNG + JSON)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="predict labelled images and print metrics as JSON")
+    p.add_argument("model", help="model file")
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--labels", required=True, help="folder of labels with the same file names")
+    p.add_argument("--report", help="folder for example images and metrics (PNG + JSON)")
+    p.add_argument("--tile", type=int, help="tile core (default: the model's)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--min-size", type=int, default=15, help="instance models: smallest object kept")
+    p.add_argument("--unlabelled-zero", action="store_true", help="semantic: 0 in the labels = not annotated")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def train_config_from_args(args: argparse.Namespace):
+    from .config import read_json
+    from .training import TrainConfig
+
+    values = read_json(args.config) if args.config else {}
+    values = dict(values)
+    for flag, (name, _, _) in TRAIN_FLAGS.items():
+        v = getattr(args, flag[2:].replace("-", "_"))
+        if v is not None:
+            values[name] = v
+    for flag, (name, _) in TRAIN_SWITCHES.items():
+        if getattr(args, flag[2:].replace("-", "_")):
+            values[name] = True
+    return TrainConfig.from_json(values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data import pairs_from_folders
+    from .modelfile import UNetModel
+    from .training import Trainer
+
+    config = train_config_from_args(args)
+    pairs = pairs_from_folders(args.images, args.labels)
+    init = UNetModel.load(args.init) if args.init else None
+    trainer = Trainer(pairs, config, out=args.out, init=init)
+    print(
+        f"training {trainer.model.config.arch} ({config.mode}) on {len(trainer.samples)} plane(s) "
+        f"from {len(pairs)} image(s), device {trainer.device}",
+        file=sys.stderr,
+    )
+    bar = None
+    gen = trainer.run()
+    try:
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if p.kind == "step":
+                if bar is None or bar.total != p.steps:
+                    bar = tqdm(total=p.steps, file=sys.stderr, disable=args.quiet, leave=False)
+                bar.set_description(f"{'fold %d/%d ' % (p.fold, p.folds) if p.folds else ''}epoch {p.epoch}/{p.epochs}")
+                bar.n = p.step
+                bar.set_postfix(loss=f"{p.loss:.4f}")
+                bar.refresh()
+            elif p.kind == "epoch":
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                fold = f"fold {p.fold}/{p.folds} " if p.folds else ""
+                print(
+                    f"{fold}epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
+                    f"{p.metric_name} {p.val_metric:.4f} (best {p.best_metric:.4f} at epoch {p.best_epoch}), "
+                    f"{p.elapsed:.0f} s",
+                    file=sys.stderr,
+                )
+    except KeyboardInterrupt:
+        gen.close()
+        print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{result.stopped}; best epoch {result.best_epoch}; model saved to {args.out}", file=sys.stderr)
+    summary = {"stopped": result.stopped, "best_epoch": result.best_epoch, "validation": result.metrics}
+    if result.folds:
+        summary["folds"] = result.folds
+    if args.report:
+        from . import report
+
+        folder = Path(args.report)
+        report.write_curves(result.history, folder / "curves.png")
+        report.write_json(summary, folder / "metrics.json")
+        _write_examples(result.model, trainer.samples[:3], folder / "examples.png", config.min_size)
+    print(json.dumps(_clean(summary)))
+    return 0
+
+
+def _write_examples(model, samples, path, min_size) -> None:
+    import numpy as np
+
+    from . import report
+    from .devices import resolve_device
+    from .evaluation import predict_normalized
+    from .instances import instances_from_probabilities
+
+    device = resolve_device("auto")
+    examples = []
+    for s in samples:
+        probs = predict_normalized(model, s.image, device)
+        pred = instances_from_probabilities(probs, min_size=min_size) if model.config.mode == "instance" else probs.argmax(0)
+        truth = s.labels if model.config.mode == "instance" else np.clip(s.targets, 0, None)
+        examples.append((s.name, s.image[0], truth, pred))
+    report.write_examples(examples, path)
+
+
+def _clean(obj):
+    """JSON-safe: NaN -> None, numpy scalars -> Python numbers, private keys dropped."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items() if not str(k).startswith("_")}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) or hasattr(obj, "item"):
+        v = float(obj) if not isinstance(obj, int) else obj
+        return None if isinstance(v, float) and math.isnan(v) else v
+    return obj
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .config import PredictConfig
+    from .data import pairs_from_folders
+    from .modelfile import UNetModel
+    from .predict import predict, run
+    from .evaluation import evaluate_pairs
+
+    model = UNetModel.load(args.model)
+    pairs = pairs_from_folders(args.images, args.labels)
+    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device)
+
+    def predict_fn(image, axes):
+        return run(predict(model, image, axes, settings, min_size=args.min_size)).labels
+
+    gen = evaluate_pairs(model, pairs, predict_fn, unlabelled_zero=args.unlabelled_zero)
+    bar = tqdm(total=len(pairs), file=sys.stderr, disable=args.quiet, leave=False, unit="image")
+    try:
+        while True:
+            try:
+                name, done, _ = next(gen)
+            except StopIteration as stop:
+                summary, per_image = stop.value
+                break
+            bar.n = done
+            bar.set_description(name)
+            bar.refresh()
+    finally:
+        bar.close()
+    summary = _clean(summary)
+    summary["images"] = len(pairs)
+    summary["mode"] = model.config.mode
+    if args.report:
+        from . import report
+
+        folder = Path(args.report)
+        report.write_json({"summary": summary, "per_image": {n: _clean(m) for n, m, _ in per_image}}, folder / "metrics.json")
+        report.write_examples([(n, p.image, p.labels, pred) for p, (n, _, pred) in zip(pairs[:3], per_image[:3])], folder / "examples.png")
+        if model.history:
+            report.write_curves(model.history, folder / "curves.png")
+    print(json.dumps(summary))
+    return 0

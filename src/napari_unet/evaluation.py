@@ -1,0 +1,114 @@
+"""Scoring a model on labelled images with the overlap-tile predictor.
+
+Used for validation during training (on already normalised samples) and by
+``napari-unet evaluate`` (on the user's raw images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+
+import numpy as np
+import torch
+
+from . import metrics as M
+from .axes import Planes
+from .instances import instances_from_probabilities
+from .modelfile import UNetModel
+from .targets import semantic_targets
+from .tiling import plan_tiles, predict_tiles
+
+
+def headline(metrics: dict, mode: str) -> float:
+    """The one number training optimises: AP@0.5 (instance) or mean foreground F1 (semantic)."""
+    if mode == "instance":
+        return float(metrics.get("ap@0.5", 0.0))
+    f1 = [v["f1"] for k, v in metrics.get("per_class", {}).items() if k != metrics.get("_background")]
+    f1 = [x for x in f1 if np.isfinite(x)]
+    return float(np.mean(f1)) if f1 else 0.0
+
+
+def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Class probabilities (K, H, W) of an already normalised (C, H, W) image."""
+    planes = Planes(image, "CYX")
+    plan = plan_tiles((planes.height, planes.width), model.geometry, model.tile, model.halo)
+    probs = np.zeros((model.config.classes, planes.height, planes.width), np.float32)
+    zeros = np.zeros(planes.channels, np.float32)
+    ones = np.ones(planes.channels, np.float32)
+    gen = predict_tiles(model.network.to(device), planes, zeros, ones, plan, device=device,
+                        batch=4, probabilities_out=probs)
+    for _ in gen:
+        pass
+    return probs
+
+
+class Scorer:
+    """Accumulates metrics over images: instance matching counts or a confusion matrix."""
+
+    def __init__(self, model: UNetModel, unlabelled_zero: bool = False) -> None:
+        self.mode = model.config.mode
+        self.names = model.config.names()
+        self.classes = model.config.classes
+        self.unlabelled_zero = unlabelled_zero
+        self.counts: list[dict] = []
+        self.cm = np.zeros((self.classes, self.classes), np.int64)
+        self.rand_errors: list[float] = []
+
+    def add(self, labels: np.ndarray, prediction: np.ndarray) -> dict:
+        """Score one image: ``labels`` as the user gave them, ``prediction`` as predicted
+        (instance ids or classes). Returns that image's own metrics."""
+        if self.mode == "instance":
+            counts = M.match_counts(labels, prediction)
+            self.counts.append(counts)
+            return M.summarize_matches([counts])
+        targets = semantic_targets(labels, self.unlabelled_zero)
+        cm = M.confusion(targets, prediction, self.classes)
+        self.cm += cm
+        out = M.pixel_metrics(cm, self.names)
+        if self.classes == 2 and not self.unlabelled_zero:
+            err = M.adapted_rand_error(targets == 1, prediction == 1)
+            self.rand_errors.append(err)
+            out["adapted_rand_error"] = err
+        return out
+
+    def summary(self) -> dict:
+        if self.mode == "instance":
+            return M.summarize_matches(self.counts) if self.counts else {}
+        out = M.pixel_metrics(self.cm, self.names)
+        out["_background"] = None if self.unlabelled_zero else self.names[0]
+        out["f1"] = {k: v["f1"] for k, v in out["per_class"].items()}
+        if self.rand_errors:
+            out["adapted_rand_error"] = float(np.mean(self.rand_errors))
+        return out
+
+
+def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, min_size: int = 15) -> dict:
+    """Validation metrics on prepared samples (normalised images, integer labels)."""
+    scorer = Scorer(model, unlabelled_zero=False)
+    for s in samples:
+        probs = predict_normalized(model, s.image, device)
+        if model.config.mode == "instance":
+            scorer.add(s.labels, instances_from_probabilities(probs, min_size=min_size))
+        else:
+            # compare on targets directly (handles 0 = unlabelled via -1 targets)
+            pred = probs.argmax(0)
+            keep = s.targets >= 0
+            scorer.cm += M.confusion(np.where(keep, s.targets, -1), pred, scorer.classes)
+    return scorer.summary()
+
+
+def evaluate_pairs(model, pairs, predict_fn, unlabelled_zero: bool = False) -> Generator[tuple[str, int, int], None, tuple[dict, list]]:
+    """Predict each pair with ``predict_fn(image, axes) -> labels`` and score it.
+
+    Yields (name, done, total); returns (summary, per-image list of (name, metrics, prediction)).
+    """
+    scorer = Scorer(model, unlabelled_zero)
+    per_image = []
+    for k, pair in enumerate(pairs):
+        pred = predict_fn(pair.image, pair.axes)
+        labels = np.asarray(pair.labels)
+        if labels.shape != pred.shape:
+            raise ValueError(f"{pair.name}: labels have shape {labels.shape}, prediction {pred.shape}")
+        per_image.append((pair.name, scorer.add(labels, pred), pred))
+        yield pair.name, k + 1, len(pairs)
+    return scorer.summary(), per_image

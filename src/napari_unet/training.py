@@ -1,0 +1,489 @@
+"""Training and fine-tuning, as a generator of progress records.
+
+>>> trainer = Trainer(pairs, TrainConfig(mode="instance", epochs=20), out="nuclei.safetensors")
+>>> for progress in trainer.run():      # the CLI shows a bar, napari a plot, tests just loop
+...     print(progress.epoch, progress.loss)
+>>> trainer.model                         # the best model, also when the loop was cancelled
+
+The best model (by the validation metric) is written atomically to ``out`` every time it
+improves, so stopping the loop at any yield (Cancel, a time limit, a crash) leaves the best
+model so far on disk and in ``trainer.model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augment import Augmentation, augment
+from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
+from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
+from .devices import autocast, autocast_dtype, release_memory, resolve_device
+from .evaluation import evaluate_samples, headline
+from .modelfile import UNetModel
+from .models import encoder_parameters, measure_halo, replace_head
+from .targets import LabelsError, semantic_classes
+
+
+class TrainingError(ValueError):
+    """Training cannot start or go on; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved in the model file and replayable from JSON.
+
+    Parameters
+    ----------
+    mode : str
+        ``instance`` (labels are object ids) or ``semantic`` (labels are classes).
+    unlabelled_zero : bool
+        Semantic mode: 0 means "not annotated" (scribbles), ignored by the loss; classes are
+        then 1..K in the labels.
+    arch, encoder, depth, base_width, batch_norm : see ModelConfig
+    classes : int or None
+        Semantic classes; None = inferred from the labels.
+    class_names : tuple of str
+        Optional class names.
+    epochs : int
+        Maximum number of epochs.
+    steps_per_epoch : int or None
+        Optimiser steps per epoch; None = about two passes over the labelled area (8 to 200).
+    patch : int
+        Size of the training target patch (output pixels; the input adds the halo).
+    batch : int
+        Patches per step.
+    lr : float
+        Learning rate (cosine decay to 1% over the run).
+    optimizer : str
+        ``adam`` or ``sgd`` (momentum 0.99, as in the paper).
+    val_fraction : float
+        Fraction of images held out for validation (a region when there is one image).
+    folds : int
+        K-fold cross-validation when >= 2 (overrides ``val_fraction``).
+    patience : int
+        Stop when the validation metric has not improved for this many epochs (0 = never).
+    freeze_encoder : bool
+        Fine-tuning: keep the contracting path fixed.
+    time_limit : float or None
+        Minutes after which training stops, keeping the best model.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    seed : int
+        Seed for sampling, augmentation and initialisation.
+    boundary_width, w0, sigma : instance targets and the paper's border weights.
+    elastic_sigma, intensity, flips : augmentation (see Augmentation).
+    min_size : int
+        Instance mode: smallest object kept when predicting.
+    tile : int
+        Tile core used for validation predictions (and stored as the model's default).
+    """
+
+    mode: str = "instance"
+    unlabelled_zero: bool = False
+    arch: str = "unet-paper"
+    encoder: str = "resnet34"
+    depth: int = 4
+    base_width: int = 32
+    batch_norm: bool = True
+    classes: int | None = None
+    class_names: tuple[str, ...] = ()
+    epochs: int = 50
+    steps_per_epoch: int | None = None
+    patch: int = 128
+    batch: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    val_fraction: float = 0.2
+    folds: int = 0
+    patience: int = 15
+    freeze_encoder: bool = False
+    time_limit: float | None = None
+    device: str = "auto"
+    seed: int = 0
+    boundary_width: int = 2
+    w0: float = 10.0
+    sigma: float = 5.0
+    elastic_sigma: float = 10.0
+    intensity: float = 0.1
+    flips: bool = True
+    min_size: int = 15
+    tile: int = 256
+    norm_low: float = 1.0
+    norm_high: float = 99.8
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("instance", "semantic"):
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of: instance, semantic")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of: adam, sgd")
+        for name in ("epochs", "patch", "batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"folds must be 0 (hold-out validation) or >= 2, got {self.folds}")
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        Normalization(self.norm_low, self.norm_high)
+
+    def model_config(self, classes: int, in_channels: int) -> ModelConfig:
+        return ModelConfig(
+            arch=self.arch, in_channels=in_channels, classes=classes,
+            class_names=self.class_names, mode=self.mode, depth=self.depth,
+            base_width=self.base_width, batch_norm=self.batch_norm, encoder=self.encoder,
+        )
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.norm_low, self.norm_high)
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(flips=self.flips, elastic_sigma=self.elastic_sigma, intensity=self.intensity)
+
+    def to_json(self) -> dict:
+        return to_dict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        return from_dict(cls, data)
+
+
+@dataclass
+class TrainProgress:
+    """One step or one finished epoch of training."""
+
+    kind: str  # "step", "epoch" or "fold"
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    elapsed: float
+    val_loss: float | None = None
+    val_metric: float | None = None
+    metric_name: str = ""
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    fold: int = 0
+    folds: int = 0
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    model: UNetModel
+    history: list[dict]
+    best_epoch: int | None
+    stopped: str
+    metrics: dict = field(default_factory=dict)
+    folds: list[dict] = field(default_factory=list)
+
+
+def _in_channels(pairs: list[Pair], init: UNetModel | None) -> int:
+    if init is not None:
+        return init.config.in_channels
+    from .axes import Planes, guess_axes
+
+    first = pairs[0]
+    return Planes(np.asarray(first.image), first.axes or guess_axes(np.shape(first.image), 1)).channels
+
+
+def build_model(config: TrainConfig, classes: int, in_channels: int, init: UNetModel | None) -> UNetModel:
+    """A fresh model, or a copy of ``init`` prepared for fine-tuning."""
+    if init is None:
+        torch.manual_seed(config.seed)
+        model = UNetModel.create(
+            config.model_config(classes, in_channels), config.normalization, tile=config.tile
+        )
+        return model
+    if init.config.mode != config.mode:
+        raise TrainingError(
+            f"the starting model was trained in {init.config.mode} mode; train in that mode or "
+            "start from scratch"
+        )
+    model = copy.deepcopy(init)
+    model.history = list(init.history)
+    if init.config.classes != classes:
+        replace_head(model.network, classes)
+        model.config = replace(init.config, classes=classes, class_names=config.class_names)
+    return model
+
+
+class Trainer:
+    """Train (or fine-tune) a model on (image, labels) pairs; see the module docstring."""
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        config: TrainConfig,
+        out: str | Path | None = None,
+        init: UNetModel | None = None,
+    ) -> None:
+        if not pairs:
+            raise TrainingError("no training images given")
+        self.config = config
+        self.out = Path(out) if out else None
+        self.init = init
+        in_channels = _in_channels(pairs, init)
+        labels = [np.asarray(p.labels) for p in pairs]
+        if config.mode == "instance":
+            classes = 3
+        else:
+            for p, lab in zip(pairs, labels):
+                if np.issubdtype(lab.dtype, np.floating) or (lab.size and lab.min() < 0):
+                    from .targets import check_labels
+
+                    check_labels(lab, f"{p.name}: labels")
+            found = semantic_classes(labels, config.unlabelled_zero)
+            classes = config.classes or (init.config.classes if init is not None else found)
+            if found > classes:
+                raise TrainingError(
+                    f"the labels hold {found} classes but {classes} were configured"
+                )
+            if config.classes and config.class_names and len(config.class_names) != classes:
+                raise TrainingError(f"{len(config.class_names)} class names for {classes} classes")
+        self.classes = classes
+        norm_settings = init.normalization if init is not None else config.normalization
+        try:
+            self.samples = prepare(
+                pairs, config.mode, classes, in_channels, norm_settings,
+                unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
+                w0=config.w0, sigma=config.sigma,
+            )
+        except LabelsError as err:
+            raise TrainingError(str(err)) from None
+        if config.mode == "semantic":
+            self._check_classes_present()
+        self.in_channels = in_channels
+        self.model = build_model(config, classes, in_channels, init)
+        self.device = resolve_device(config.device)
+
+    def _check_classes_present(self) -> None:
+        present = set()
+        for s in self.samples:
+            present.update(np.unique(s.targets[s.targets >= 0]).tolist())
+        names = self.config.class_names
+        missing = [names[i] if i < len(names) else str(i) for i in range(self.classes) if i not in present]
+        if missing and self.config.class_names:
+            raise TrainingError(
+                f"class(es) {', '.join(missing)} named in the config never occur in the labels; "
+                "paint some pixels of each class or remove the name"
+            )
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> Generator[TrainProgress, None, TrainResult]:
+        config = self.config
+        rng = np.random.default_rng(config.seed)
+        if config.folds >= 2:
+            return (yield from self._cross_validate(rng))
+        train, val = split_holdout(self.samples, config.val_fraction, rng)
+        fit = _Fit(self.model, train, val, config, self.device, self.out, rng)
+        try:
+            result = yield from fit.run()
+        finally:
+            self.model = fit.model
+        return result
+
+    def _cross_validate(self, rng: np.random.Generator) -> Generator[TrainProgress, None, TrainResult]:
+        splits = kfold(self.samples, self.config.folds, rng)
+        results: list[TrainResult] = []
+        best: TrainResult | None = None
+        start_state = copy.deepcopy(self.model)
+        for k, (train, val) in enumerate(splits):
+            model = copy.deepcopy(start_state)
+            fit = _Fit(model, train, val, self.config, self.device, None, rng, fold=(k + 1, len(splits)))
+            result = yield from fit.run()
+            results.append(result)
+            if best is None or _better(result.metrics, best.metrics):
+                best = result
+                self.model = result.model
+                if self.out:
+                    self.model.save(self.out)
+        summary = _mean_std([r.metrics for r in results])
+        best.model.training["cross_validation"] = summary
+        if self.out:
+            best.model.save(self.out)
+        yield TrainProgress("fold", 0, 0, 0, 0, 0.0, 0.0, fold=len(splits), folds=len(splits), message="done")
+        return TrainResult(best.model, best.history, best.best_epoch, "cross-validation finished",
+                           metrics=summary, folds=[r.metrics for r in results])
+
+
+def _better(a: dict, b: dict) -> bool:
+    return (a.get("score", -1), -a.get("val_loss", math.inf)) > (b.get("score", -1), -b.get("val_loss", math.inf))
+
+
+def _mean_std(runs: list[dict]) -> dict:
+    out = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        if len(values) == len(runs):
+            out[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "folds": values}
+    return out
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Pixel-weighted cross-entropy; pixels with target -1 (unlabelled) count for nothing."""
+    labelled = targets >= 0
+    ce = F.cross_entropy(logits.float(), targets.clamp(min=0), reduction="none")
+    return (ce * weights * labelled).sum() / labelled.sum().clamp(min=1)
+
+
+class _Fit:
+    """One training run on one split (hold-out or one fold)."""
+
+    def __init__(self, model, train, val, config: TrainConfig, device, out, rng, fold=(0, 0)):
+        self.model: UNetModel = model
+        self.train, self.val = train, val
+        self.config, self.device, self.out, self.rng = config, device, out, rng
+        self.fold = fold
+        g = model.geometry
+        self.out_patch = g.round_core(config.patch)
+        self.in_patch = g.tile_input(self.out_patch, g.valid_margin)
+        self.crop = g.valid_margin
+
+    def steps_per_epoch(self) -> int:
+        if self.config.steps_per_epoch:
+            return self.config.steps_per_epoch
+        area = sum(s.shape[0] * s.shape[1] for s in self.train)
+        return int(np.clip(round(2 * area / (self.config.batch * self.out_patch**2)), 8, 200))
+
+    def _to_device(self, image, targets, weights):
+        d = self.device
+        return (torch.from_numpy(image).to(d), torch.from_numpy(targets.astype(np.int64)).to(d),
+                torch.from_numpy(weights).to(d))
+
+    def _loss(self, network, image, targets, weights):
+        logits = network(image)
+        c = self.crop
+        if c:
+            targets, weights = targets[:, c:-c, c:-c], weights[:, c:-c, c:-c]
+        return weighted_loss(logits, targets, weights)
+
+    def _validation_batches(self) -> list:
+        sampler = PatchSampler(self.val, self.in_patch, np.random.default_rng(12345))
+        n = max(2, min(16, len(self.val) * 2))
+        return [sampler.batch(self.config.batch) for _ in range(max(1, n // self.config.batch))]
+
+    def run(self) -> Generator[TrainProgress, None, TrainResult]:
+        config, model, device = self.config, self.model, self.device
+        network = model.network.to(device)
+        if config.freeze_encoder:
+            for p in encoder_parameters(network):
+                p.requires_grad_(False)
+        params = [p for p in network.parameters() if p.requires_grad]
+        if config.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=config.lr, momentum=0.99, weight_decay=config.weight_decay)
+        steps = self.steps_per_epoch()
+        total_steps = steps * config.epochs
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
+        generator = torch.Generator().manual_seed(config.seed)
+        sampler = PatchSampler(self.train, self.in_patch, self.rng)
+        val_batches = self._validation_batches()
+        start = time.perf_counter()
+        history = list(model.history)
+        first_epoch = (history[-1]["epoch"] if history else 0)
+        best_state, best_metrics, best_epoch = None, None, None
+        stopped, since_best = "finished", 0
+        metric_name = "ap@0.5" if config.mode == "instance" else "f1"
+        try:
+            for epoch in range(1, config.epochs + 1):
+                network.train()
+                losses = []
+                for step in range(1, steps + 1):
+                    image, targets, weights = self._to_device(*sampler.batch(config.batch))
+                    image, targets, weights = augment(image, targets, weights, config.augmentation, generator)
+                    with autocast(device):
+                        loss = self._loss(network, image, targets, weights)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sched.step()
+                    if not math.isfinite(loss.item()):
+                        raise TrainingError(
+                            "the loss became NaN or infinite; lower the learning rate (--lr) or "
+                            "check the images for extreme values"
+                        )
+                    losses.append(loss.item())
+                    elapsed = time.perf_counter() - start
+                    yield TrainProgress("step", epoch, config.epochs, step, steps, float(np.mean(losses)), elapsed,
+                                        metric_name=metric_name, fold=self.fold[0], folds=self.fold[1])
+                    if config.time_limit and elapsed > config.time_limit * 60:
+                        stopped = f"time limit of {config.time_limit:g} min reached"
+                        break
+                metrics = self._validate(network, val_batches)
+                record = {"epoch": first_epoch + epoch, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                          "seconds": time.perf_counter() - start, **metrics}
+                history.append(record)
+                improved = best_metrics is None or _better(metrics, best_metrics)
+                if improved:
+                    best_metrics, best_epoch, since_best = metrics, first_epoch + epoch, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                    self._save(history, best_epoch, metrics)
+                else:
+                    since_best += 1
+                yield TrainProgress("epoch", epoch, config.epochs, steps, steps, record["loss"],
+                                    time.perf_counter() - start, val_loss=metrics["val_loss"],
+                                    val_metric=metrics.get("score"), metric_name=metric_name,
+                                    best_metric=best_metrics.get("score"), best_epoch=best_epoch,
+                                    fold=self.fold[0], folds=self.fold[1])
+                if stopped != "finished":
+                    break
+                if config.patience and since_best >= config.patience:
+                    stopped = f"no improvement for {config.patience} epochs (early stopping)"
+                    break
+        finally:
+            for p in network.parameters():
+                p.requires_grad_(True)
+            if best_state is not None:
+                network.load_state_dict(best_state)
+            model.history = history
+            network.cpu().eval()
+            release_memory(device)
+        return TrainResult(model, history, best_epoch, stopped, metrics=best_metrics or {})
+
+    def _save(self, history, best_epoch, metrics) -> None:
+        model = self.model
+        model.history = list(history)
+        model.training = {"config": self.config.to_json(), "best_epoch": best_epoch,
+                          "validation": metrics, "train_images": [s.name for s in self.train],
+                          "validation_images": [s.name for s in self.val]}
+        model.tile = model.geometry.round_core(self.config.tile)
+        if self.out is not None:
+            saved = copy.copy(model)
+            saved.network = copy.deepcopy(model.network).cpu()
+            if model.geometry.padded:
+                saved.halo = measure_halo(saved.network, model.config.in_channels)
+                model.halo = saved.halo
+            saved.save(self.out)
+
+    @torch.no_grad()
+    def _validate(self, network, val_batches) -> dict:
+        network.eval()
+        losses = []
+        for batch in val_batches:
+            image, targets, weights = self._to_device(*batch)
+            with autocast(self.device):
+                losses.append(self._loss(network, image, targets, weights).item())
+        metrics = evaluate_samples(self.model, self.val, self.device, min_size=self.config.min_size)
+        out = {"val_loss": float(np.mean(losses))}
+        out.update(metrics)
+        out["score"] = headline(metrics, self.model.config.mode)
+        return out
