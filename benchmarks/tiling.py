@@ -80,7 +80,7 @@ def method_ours(model, img, device, args):
     from napari_unet.config import PredictConfig
     from napari_unet.predict import predict, run
 
-    res = run(predict(model, img, "YX", PredictConfig(tile=args.tile, batch=args.batch, device=device), probabilities=True))
+    res = run(predict(model, img, "YX", PredictConfig(tile=args.tile, batch=args.batch, device=str(device)), probabilities=True))
     return res.probabilities[1]
 
 

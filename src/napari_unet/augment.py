@@ -50,8 +50,8 @@ def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
 
 def elastic_field(batch: int, height: int, width: int, sigma: float, grid: int, generator: torch.Generator, device) -> torch.Tensor:
     """Sampling grid (batch, height, width, 2) in grid_sample's normalised coordinates."""
-    coarse = torch.randn(batch, 2, grid, grid, generator=generator) * sigma
-    dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True).to(device)
+    coarse = (torch.randn(batch, 2, grid, grid, generator=generator) * sigma).to(device)
+    dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
     ys = torch.linspace(-1, 1, height, device=device)
     xs = torch.linspace(-1, 1, width, device=device)
     base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
