@@ -246,7 +246,7 @@ class Trainer:
 
                     check_labels(lab, f"{p.name}: labels")
             found = semantic_classes(labels, config.unlabelled_zero)
-            classes = config.classes or (init.config.classes if init is not None else found)
+            classes = config.classes or (max(found, init.config.classes) if init is not None else found)
             if found > classes:
                 raise TrainingError(
                     f"the labels hold {found} classes but {classes} were configured"

@@ -1,0 +1,223 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.cli import main
+from napari_unet.data import Pair, kfold, prepare, split_holdout
+from napari_unet.config import ModelConfig, Normalization
+from napari_unet.modelfile import UNetModel
+from napari_unet.models import encoder_parameters
+from napari_unet.training import TrainConfig, Trainer, TrainingError
+
+TINY = dict(depth=2, base_width=8, patch=48, batch=4, steps_per_epoch=6, tile=64, lr=3e-3)
+
+
+def nuclei_pairs(data_dir):
+    return [
+        Pair(n, tifffile.imread(data_dir / f"dsb_{n}.tif"), tifffile.imread(data_dir / f"dsb_{n}_labels.tif"))
+        for n in ("243443ae303c", "0c6507d493bf")
+    ]
+
+
+def drive(gen):
+    records = []
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as stop:
+            return records, stop.value
+
+
+def test_real_training_improves_validation_loss(data_dir, tmp_path):
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=5, **TINY), out=tmp_path / "m.safetensors")
+    records, result = drive(trainer.run())
+    epochs = [r for r in records if r.kind == "epoch"]
+    assert len(epochs) == 5
+    assert min(r.val_loss for r in epochs[1:]) < epochs[0].val_loss
+    assert epochs[-1].loss < epochs[0].loss
+    saved = UNetModel.load(tmp_path / "m.safetensors")
+    assert saved.config.mode == "instance" and saved.training["best_epoch"] == result.best_epoch
+    assert len(saved.history) >= result.best_epoch and "ap@0.5" in saved.history[0]
+
+
+def test_training_is_deterministic_with_a_seed(data_dir):
+    def losses():
+        t = Trainer(nuclei_pairs(data_dir)[:1], TrainConfig(mode="instance", epochs=1, device="cpu", **TINY))
+        return [r.loss for r in drive(t.run())[0] if r.kind == "step"]
+
+    assert losses() == losses()
+
+
+def test_cancel_keeps_best_model(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=10, **TINY), out=out)
+    gen = trainer.run()
+    for rec in gen:
+        if rec.kind == "step" and rec.epoch == 3:
+            break
+    gen.close()  # what Cancel does
+    saved = UNetModel.load(out)
+    best = saved.training["best_epoch"]
+    assert best in (1, 2)
+    x = torch.randn(1, 1, 60, 60)
+    with torch.no_grad():
+        np.testing.assert_allclose(trainer.model.network.eval()(x), saved.network(x), atol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_single_image_holds_out_a_region(data_dir):
+    pairs = nuclei_pairs(data_dir)[:1]
+    samples = prepare(pairs, "instance", 3, 1, Normalization())
+    train, val = split_holdout(samples, 0.25, np.random.default_rng(0))
+    assert train[0].shape == (192, 256) and val[0].shape == (64, 256)
+
+
+def test_kfold_bookkeeping(data_dir):
+    pairs = [Pair(f"p{i}", np.random.default_rng(i).random((32, 32)), np.eye(32, dtype=np.uint8) + 0) for i in range(5)]
+    samples = prepare(pairs, "semantic", 2, 1, Normalization())
+    splits = kfold(samples, 3, np.random.default_rng(0))
+    assert len(splits) == 3
+    validated = sorted(s.name for _, val in splits for s in val)
+    assert validated == [f"p{i}" for i in range(5)]
+    for train, val in splits:
+        assert not {s.name for s in train} & {s.name for s in val}
+        assert len(train) + len(val) == 5
+    with pytest.raises(ValueError, match="at least 6 images"):
+        kfold(samples, 6, np.random.default_rng(0))
+
+
+def test_kfold_training_reports_mean_and_std(membranes, tmp_path):
+    img, lab = membranes
+    pairs = [Pair(f"q{i}", img[i * 64 : (i + 1) * 64], lab[i * 64 : (i + 1) * 64]) for i in range(3)]
+    cfg = TrainConfig(mode="semantic", epochs=1, folds=3, **TINY)
+    records, result = drive(Trainer(pairs, cfg, out=tmp_path / "k.safetensors").run())
+    assert len(result.folds) == 3
+    assert set(result.metrics["score"]) == {"mean", "std", "folds"}
+    assert len(result.metrics["score"]["folds"]) == 3
+    assert UNetModel.load(tmp_path / "k.safetensors").training["cross_validation"]["score"]["mean"] == pytest.approx(
+        result.metrics["score"]["mean"])
+
+
+def test_fine_tuning_with_new_classes_and_frozen_encoder(membranes, tmp_path):
+    torch.manual_seed(0)
+    start = UNetModel.create(ModelConfig(depth=2, base_width=8, classes=2))
+    img, lab = membranes
+    lab3 = lab.copy()
+    lab3[:20, :20] = 2
+    before = [p.detach().clone() for p in encoder_parameters(start.network)]
+    cfg = TrainConfig(mode="semantic", epochs=1, freeze_encoder=True, **TINY)
+    trainer = Trainer([Pair("m", img, lab3)], cfg, init=start)
+    drive(trainer.run())
+    assert trainer.model.config.classes == 3 and trainer.model.network.head.out_channels == 3
+    after = list(encoder_parameters(trainer.model.network))
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert start.network.head.out_channels == 2  # the starting model is untouched
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (lambda lab: lab[:-1], "shape"),
+        (lambda lab: np.zeros_like(lab), "all zero"),
+        (lambda lab: lab.astype(np.float32) + 0.5, "fractional"),
+        (lambda lab: lab.astype(np.int32) - 1, "negative"),
+    ],
+)
+def test_bad_training_labels(membranes, labels, match):
+    img, lab = membranes
+    with pytest.raises((TrainingError, ValueError), match=match):
+        Trainer([Pair("x", img, labels(lab))], TrainConfig(mode="semantic", **TINY))
+
+
+def test_class_named_but_absent(membranes):
+    img, lab = membranes
+    cfg = TrainConfig(mode="semantic", classes=3, class_names=("bg", "membrane", "mito"), **TINY)
+    with pytest.raises(TrainingError, match="mito.*never occur"):
+        Trainer([Pair("x", img, lab)], cfg)
+
+
+def test_fine_tuning_incompatible_channels(membranes):
+    start = UNetModel.create(ModelConfig(depth=2, base_width=4, in_channels=3))
+    img, lab = membranes
+    with pytest.raises(ValueError, match="channel"):
+        Trainer([Pair("x", img, lab)], TrainConfig(mode="semantic", **TINY), init=start)
+
+
+def test_image_smaller_than_patch_is_mirrored(membranes):
+    img, lab = membranes
+    trainer = Trainer([Pair("s", img[:30, :30], lab[:30, :30]), Pair("t", img[30:60, :30], lab[30:60, :30])],
+                      TrainConfig(mode="semantic", epochs=1, **TINY))
+    records, result = drive(trainer.run())
+    assert np.isfinite(records[-1].loss)
+
+
+def test_time_limit_stops_training(data_dir):
+    cfg = TrainConfig(mode="instance", epochs=50, time_limit=1e-6, **TINY)
+    _, result = drive(Trainer(nuclei_pairs(data_dir), cfg).run())
+    assert "time limit" in result.stopped and len(result.history) == 1
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folders(tmp_path, data_dir):
+    for kind in ("images", "labels"):
+        (tmp_path / kind).mkdir()
+    for n in ("243443ae303c", "0c6507d493bf"):
+        shutil.copy(data_dir / f"dsb_{n}.tif", tmp_path / "images" / f"{n}.tif")
+        shutil.copy(data_dir / f"dsb_{n}_labels.tif", tmp_path / "labels" / f"{n}.tif")
+    return tmp_path
+
+
+def test_cli_train_evaluate_predict(folders, capsys):
+    cfg = folders / "config.json"
+    cfg.write_text(json.dumps({"mode": "instance", "depth": 2, "base_width": 8, "patch": 48, "batch": 4,
+                               "steps_per_epoch": 4, "tile": 64, "epochs": 2}))
+    model = folders / "m.safetensors"
+    rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"),
+               "--out", str(model), "--config", str(cfg), "--epochs", "3", "--report", str(folders / "rep"), "--quiet"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "ap@0.5" in out["validation"]
+    saved = UNetModel.load(model)
+    assert saved.training["config"]["epochs"] == 3  # the flag overrides the config file
+    assert len(saved.history) <= 3
+    assert {p.name for p in (folders / "rep").iterdir()} >= {"curves.png", "examples.png", "metrics.json"}
+
+    rc = main(["evaluate", str(model), "--images", str(folders / "images"), "--labels", str(folders / "labels"),
+               "--device", "cpu", "--quiet", "--report", str(folders / "ev")])
+    assert rc == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0 <= metrics["ap@0.5"] <= 1 and metrics["images"] == 2 and "ap@0.9" in metrics
+
+    rc = main(["predict", str(model), str(folders / "images"), "--out", str(folders / "pred"), "--quiet"])
+    assert rc == 0
+    labels = tifffile.imread(folders / "pred" / "243443ae303c.tif")
+    assert labels.dtype == np.int32 and labels.shape == (256, 256)
+
+
+def test_cli_semantic_evaluate_reports_f1_and_rand_error(tmp_path, data_dir, capsys):
+    for kind in ("images", "labels"):
+        (tmp_path / kind).mkdir()
+    shutil.copy(data_dir / "isbi_00.tif", tmp_path / "images" / "00.tif")
+    shutil.copy(data_dir / "isbi_00_labels.tif", tmp_path / "labels" / "00.tif")
+    model = tmp_path / "m.safetensors"
+    assert main(["init", "--depth", "2", "--base-width", "4", "--out", str(model)]) == 0
+    assert main(["evaluate", str(model), "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--quiet"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert set(m["f1"]) == {"background", "class 1"} and "adapted_rand_error" in m
+
+
+def test_cli_train_errors(folders, capsys):
+    (folders / "labels" / "0c6507d493bf.tif").unlink()
+    rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"), "--out", str(folders / "m")])
+    assert rc == 1 and "have no labels" in capsys.readouterr().err
+    rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"), "--out", str(folders / "m"),
+               "--optimizer", "lbfgs"])
+    assert rc == 1 and "adam, sgd" in capsys.readouterr().err
+    assert not (folders / "m").exists()
