@@ -1,0 +1,190 @@
+"""Predict with U-Net: overlap-tile prediction of an image layer into a Labels layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, ProgressBar, SpinBox
+
+from ._layers import axes_choices, checksum, resolve_axes, spatial_transform
+from ._state import CURRENT
+from ._worker import CANCELLED, Job
+
+if TYPE_CHECKING:
+    import napari
+
+LAST = "model trained in this session"
+FILE = "model file"
+
+
+def _images(viewer) -> list:
+    import napari
+
+    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
+
+
+class PredictWidget(Container):
+    """Dock widget: predict an image layer with the current model or a model file.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose image layers are predicted.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=lambda w: _images(viewer), tooltip="Image layer to segment")
+        self.axes = ComboBox(label="image axes", choices=["auto"], value="auto",
+                             tooltip="Layout of the image: stacks (ZYX, TYX) are predicted plane by plane; "
+                                     "C marks a channel axis")
+        self.source = ComboBox(label="model", choices=[LAST, FILE], value=FILE)
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.tile = SpinBox(label="tile", value=0, min=0, max=8192, step=16,
+                            tooltip="Output pixels per tile side; the halo is added around it. "
+                                    "0 = the model's default. Larger tiles are faster but need more memory.")
+        self.halo = SpinBox(label="halo", value=-1, min=-1, max=1024, step=16,
+                            tooltip="Context on each side of a tile, taken from the neighbouring image "
+                                    "(mirrored at the borders). -1 = the model's default; fixed for unet-paper.")
+        self.batch = SpinBox(label="batch", value=4, min=1, max=256, tooltip="Tiles per forward pass")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.probabilities = CheckBox(text="also add probabilities", value=False)
+        self.run_button = PushButton(text="Predict")
+        self.cancel = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="progress", value=0, max=1)
+        self.status = Label(value="")
+        self.extend([self.image, self.axes, self.source, self.model_file, self.tile, self.halo, self.batch,
+                     self.device, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
+        self.job: Job | None = None
+        self._loaded: tuple[str, object] | None = None
+        self.run_button.changed.connect(self.run)
+        self.cancel.changed.connect(self.stop)
+        self.image.changed.connect(self._refresh)
+        self.source.changed.connect(self._refresh)
+        self.model_file.changed.connect(self._refresh)
+        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._layers_changed)
+        CURRENT.changed.connect(self._model_changed)
+        self.native.destroyed.connect(self.stop)
+        if CURRENT.model is not None:
+            self.source.value = LAST
+        self._refresh()
+
+    def _model_changed(self, model) -> None:
+        if self._loaded is not None and model is self._loaded[1]:
+            return  # our own file load: keep "model file" selected
+        try:
+            self.source.value = LAST
+            self._refresh()
+        except RuntimeError:  # widget already deleted
+            pass
+
+    def _layers_changed(self, event=None) -> None:
+        self.reset_choices()
+        self._refresh()
+
+    def _refresh(self, event=None) -> None:
+        running = self.job is not None and self.job.running
+        self.axes.choices = axes_choices(self.image.value)
+        self.model_file.visible = self.source.value == FILE
+        have_model = CURRENT.model is not None if self.source.value == LAST else Path(str(self.model_file.value)).is_file()
+        self.run_button.enabled = self.image.value is not None and have_model and not running
+        self.cancel.enabled = running
+        if running:
+            return
+        if self.image.value is None:
+            self.status.value = "Add an image layer to predict."
+        elif not have_model:
+            self.status.value = ("Train a model first (Train U-Net)." if self.source.value == LAST
+                                 else "Choose a model file (.safetensors).")
+        elif self.status.value.startswith(("Add an image", "Train a model", "Choose a model")):
+            self.status.value = ""
+
+    def model(self):
+        if self.source.value == LAST:
+            return CURRENT.model
+        from napari_unet.modelfile import UNetModel
+
+        path = str(self.model_file.value)
+        if self._loaded is None or self._loaded[0] != path:
+            self._loaded = (path, UNetModel.load(path))
+            CURRENT.set(self._loaded[1], Path(path))
+        return self._loaded[1]
+
+    def run(self) -> None:
+        from napari_unet.config import PredictConfig
+        from napari_unet.predict import image_planes, predict
+
+        if self.job is not None and self.job.running:
+            return
+        layer = self.image.value
+        try:
+            model = self.model()
+            axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
+            settings = PredictConfig(tile=self.tile.value or None, halo=None if self.halo.value < 0 else self.halo.value,
+                                     batch=int(self.batch.value), device=self.device.value)
+            image_planes(layer.data, axes, model.config.in_channels)  # axes and channels, cheaply
+            gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
+        except (ValueError, RuntimeError) as err:
+            self.status.value = f"Cannot predict: {err}"
+            from napari.utils.notifications import show_error
+
+            show_error(f"Predict with U-Net: {err}")
+            return
+        self._target = (layer, axes, model)
+        self.progress.value = 0
+        self.status.value = "Normalising and predicting..."
+        self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._refresh)
+        self.job.start()
+        self._refresh()
+
+    def stop(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+
+    def _on_progress(self, p) -> None:
+        self.progress.max = max(p.total, 1)
+        self.progress.value = p.done
+        self.status.value = f"{p.message or 'predicting tiles'}: {p.done}/{p.total}"
+
+    def _on_error(self, err: Exception) -> None:
+        self.status.value = f"Prediction failed: {err}"
+
+    def _on_done(self, result) -> None:
+        if result is CANCELLED:
+            self.status.value = "Prediction cancelled; no layer was changed."
+            return
+        layer, axes, model = self._target
+        transform = spatial_transform(layer, axes)
+        name = f"{layer.name} U-Net labels"
+        self.output = self._write_labels(name, result.labels, transform)
+        if result.probabilities is not None:
+            pname = f"{layer.name} U-Net probabilities"
+            if pname in self.viewer.layers:
+                self.viewer.layers[pname].data = result.probabilities
+            else:
+                self.viewer.add_image(result.probabilities, name=pname, scale=[1] + transform["scale"],
+                                      translate=[0] + transform["translate"], visible=False)
+        notes = "; ".join(result.notes)
+        self.status.value = (f"{self.output.name}: {result.plan.describe()}, {result.device}, "
+                             f"{result.seconds:.1f} s" + (f" ({notes})" if notes else ""))
+
+    def _write_labels(self, name: str, labels: np.ndarray, transform: dict):
+        """Update our own layer in place; never overwrite labels the user has edited."""
+        if name in self.viewer.layers:
+            existing = self.viewer.layers[name]
+            if existing.metadata.get("napari_unet_checksum") == checksum(existing.data):
+                existing.data = labels
+                existing.scale, existing.translate = transform["scale"], transform["translate"]
+                existing.metadata["napari_unet_checksum"] = checksum(labels)
+                return existing
+            k = 2
+            while f"{name} [{k}]" in self.viewer.layers:
+                k += 1
+            name = f"{name} [{k}]"  # the user corrected the old result: keep it
+        out = self.viewer.add_labels(labels, name=name, **transform)
+        out.metadata["napari_unet_checksum"] = checksum(labels)
+        return out

@@ -1,0 +1,271 @@
+"""Train U-Net: train or fine-tune on (image, labels) layer pairs, with a live loss plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton, ProgressBar,
+    Select, SpinBox,
+)
+
+from ._layers import axes_choices, resolve_axes
+from ._plot import LossPlot
+from ._state import CURRENT
+from ._worker import CANCELLED, Job
+
+if TYPE_CHECKING:
+    import napari
+
+DEFAULT_MODEL = Path.home() / "napari-unet" / "model.safetensors"
+
+
+def _layers(viewer, kind: str) -> list:
+    import napari
+
+    cls = napari.layers.Image if kind == "image" else napari.layers.Labels
+    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
+
+
+def device_hint() -> str:
+    """What torch sees, in a line (imports torch: call when the widget is built)."""
+    from napari_unet.devices import describe_torch
+
+    return describe_torch()
+
+
+class TrainWidget(Container):
+    """Dock widget: pick layer pairs and settings, then Start / Cancel training.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose layers are trained on.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.image = ComboBox(label="image", choices=lambda w: _layers(viewer, "image"),
+                              tooltip="Image layer to train on")
+        self.labels = ComboBox(label="labels", choices=lambda w: _layers(viewer, "labels"),
+                               tooltip="Labels layer painted on that image (0 = background)")
+        self.axes = ComboBox(label="image axes", choices=["auto"], value="auto",
+                             tooltip="Layout of the image (stacks are trained plane by plane)")
+        self.add_pair = PushButton(text="Add pair")
+        self.remove_pair = PushButton(text="Remove selected")
+        self.pairs = Select(label="pairs", choices=[], tooltip="Extra (image, labels) pairs; "
+                            "when empty, the pair above is used")
+        self.mode = ComboBox(label="mode", choices=["instance", "semantic"], value="instance",
+                             tooltip="instance: every object has its own id; semantic: values are classes")
+        self.unlabelled_zero = CheckBox(text="0 = unlabelled (scribbles)", value=False,
+                                        tooltip="Semantic: pixels with 0 are not annotated and ignored")
+        self.arch = ComboBox(label="architecture", choices=["unet-paper", "smp"], value="unet-paper",
+                             tooltip="unet-paper: Ronneberger et al. 2015 (exact tiling); smp: pretrainable encoders")
+        self.encoder = ComboBox(label="encoder", choices=["resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0"],
+                                value="resnet34", tooltip="smp encoder (weights start random)")
+        self.base_width = SpinBox(label="base width", value=32, min=4, max=128, step=4,
+                                  tooltip="unet-paper channels of the first level (paper: 64)")
+        self.epochs = SpinBox(label="epochs", value=30, min=1, max=10000)
+        self.patch = SpinBox(label="patch", value=128, min=16, max=2048, step=16,
+                             tooltip="Output size of a training patch in pixels")
+        self.batch = SpinBox(label="batch", value=8, min=1, max=256)
+        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
+        self.val_fraction = FloatSpinBox(label="validation", value=0.2, min=0.05, max=0.5, step=0.05,
+                                         tooltip="Fraction held out (a region when there is one image)")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
+        self.device_info = Label(value="")
+        self.fine_tune = CheckBox(text="fine-tune the current model", value=False,
+                                  tooltip="Start from the model last trained or loaded here")
+        self.freeze_encoder = CheckBox(text="freeze encoder", value=False)
+        self.save_path = FileEdit(label="save model to", mode="w", value=str(DEFAULT_MODEL),
+                                  filter="*.safetensors")
+        self.start = PushButton(text="Start")
+        self.cancel = PushButton(text="Cancel", enabled=False)
+        self.save_settings = PushButton(text="Save settings...")
+        self.progress = ProgressBar(label="progress", value=0, max=1)
+        self.status = Label(value="")
+        self.plot = LossPlot()
+        self.extend([
+            self.image, self.labels, self.axes, self.add_pair, self.pairs, self.remove_pair,
+            self.mode, self.unlabelled_zero, self.arch, self.encoder, self.base_width, self.epochs,
+            self.patch, self.batch, self.lr, self.val_fraction, self.device, self.device_info,
+            self.fine_tune, self.freeze_encoder, self.save_path, self.start, self.cancel,
+            self.save_settings, self.progress, self.status,
+        ])
+        self.native.layout().addWidget(self.plot)
+        self.job: Job | None = None
+        self.trainer = None
+        self._pairs: list[tuple[str, str]] = []
+        self.device_info.value = device_hint()
+
+        self.start.changed.connect(self.run)
+        self.cancel.changed.connect(self.stop)
+        self.add_pair.changed.connect(self._add_pair)
+        self.remove_pair.changed.connect(self._remove_pair)
+        self.save_settings.changed.connect(lambda: self.write_settings())
+        self.image.changed.connect(self._refresh)
+        self.labels.changed.connect(self._refresh)
+        self.mode.changed.connect(self._refresh)
+        self.arch.changed.connect(self._refresh)
+        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._layers_changed)
+        viewer.layers.selection.events.active.connect(self._select_active)
+        self.native.destroyed.connect(self.stop)
+        self._select_active()
+        self._refresh()
+
+    # -- layer choices ----------------------------------------------------------------------
+
+    def _layers_changed(self, event=None) -> None:
+        self.reset_choices()
+        self._refresh()
+
+    def _select_active(self, event=None) -> None:
+        """Default the combos to the selected layers."""
+        import napari
+
+        self.reset_choices()
+        active = self.viewer.layers.selection.active
+        if isinstance(active, napari.layers.Labels):
+            self.labels.value = active
+        elif isinstance(active, napari.layers.Image):
+            self.image.value = active
+
+    def _add_pair(self) -> None:
+        if self.image.value is None or self.labels.value is None:
+            return
+        pair = (self.image.value.name, self.labels.value.name)
+        if pair not in self._pairs:
+            self._pairs.append(pair)
+        self.pairs.choices = [f"{i} + {l}" for i, l in self._pairs]
+
+    def _remove_pair(self) -> None:
+        chosen = set(self.pairs.value)
+        self._pairs = [p for p in self._pairs if f"{p[0]} + {p[1]}" not in chosen]
+        self.pairs.choices = [f"{i} + {l}" for i, l in self._pairs]
+
+    def _refresh(self, event=None) -> None:
+        running = self.job is not None and self.job.running
+        self.axes.choices = axes_choices(self.image.value)
+        self.unlabelled_zero.visible = self.mode.value == "semantic"
+        self.encoder.visible = self.arch.value == "smp"
+        self.base_width.visible = self.arch.value == "unet-paper"
+        have = bool(self._pairs) or (self.image.value is not None and self.labels.value is not None)
+        self.start.enabled = have and not running
+        self.cancel.enabled = running
+        if not running:
+            if not _layers(self.viewer, "image"):
+                self.status.value = "Add an image layer (File > Open, or the sample data) to train on."
+            elif not _layers(self.viewer, "labels"):
+                self.status.value = "Add a Labels layer and paint objects or classes on it."
+            elif self.status.value.startswith(("Add an image", "Add a Labels")):
+                self.status.value = ""
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def config(self):
+        """The TrainConfig these controls describe."""
+        from napari_unet.training import TrainConfig
+
+        return TrainConfig(
+            mode=self.mode.value, unlabelled_zero=bool(self.unlabelled_zero.value and self.mode.value == "semantic"),
+            arch=self.arch.value, encoder=self.encoder.value, base_width=int(self.base_width.value),
+            epochs=int(self.epochs.value), patch=int(self.patch.value), batch=int(self.batch.value),
+            lr=float(self.lr.value), val_fraction=float(self.val_fraction.value), device=self.device.value,
+            freeze_encoder=bool(self.freeze_encoder.value),
+        )
+
+    def write_settings(self, path: str | Path | None = None) -> Path | None:
+        """Save the settings as JSON for ``napari-unet train --config FILE``."""
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self.native, "Save training settings", "train.json", "JSON (*.json)")
+            if not path:
+                return None
+        from napari_unet.modelfile import atomic_write_bytes
+
+        path = Path(path)
+        atomic_write_bytes(path, json.dumps(self.config().to_json(), indent=2).encode())
+        self.status.value = f"Settings saved to {path}; replay with: napari-unet train --config {path} ..."
+        return path
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _layer_pairs(self):
+        from napari_unet.data import Pair
+
+        names = self._pairs or [(self.image.value.name, self.labels.value.name)]
+        pairs = []
+        for image_name, labels_name in names:
+            if image_name not in self.viewer.layers or labels_name not in self.viewer.layers:
+                raise ValueError(f"layer {image_name!r} or {labels_name!r} no longer exists")
+            image = self.viewer.layers[image_name]
+            labels = self.viewer.layers[labels_name]
+            axes = resolve_axes(image, self.axes.value, 3 if getattr(image, "rgb", False) else 1)
+            # copies: the user may edit or delete the layers while training runs
+            pairs.append(Pair(image_name, np.array(image.data), np.array(labels.data), axes))
+        return pairs
+
+    def run(self) -> None:
+        """Start (or fine-tune) training in a worker thread."""
+        from napari_unet.training import Trainer
+
+        if self.job is not None and self.job.running:
+            self.status.value = "Training is already running."
+            return
+        init = CURRENT.model if self.fine_tune.value else None
+        if self.fine_tune.value and init is None:
+            self.status.value = "No current model to fine-tune: train one first or load one in Predict with U-Net."
+            return
+        try:
+            pairs = self._layer_pairs()
+            self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init)
+        except (ValueError, RuntimeError) as err:
+            self.status.value = f"Cannot start: {err}"
+            from napari.utils.notifications import show_error
+
+            show_error(f"Train U-Net: {err}")
+            return
+        self.plot.clear()
+        self.progress.value = 0
+        self.status.value = (f"Training {self.trainer.model.config.arch} on {len(self.trainer.samples)} plane(s), "
+                             f"device {self.trainer.device}...")
+        self.job = Job(self.trainer.run(), self._on_progress, self._on_done, self._on_error, self._on_finish)
+        self.job.start()
+        self._refresh()
+
+    def stop(self) -> None:
+        """Cancel: training stops at the next step; the best model so far is kept."""
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.status.value = "Cancelling... (the best model so far is kept)"
+
+    def _on_progress(self, p) -> None:
+        if p.kind == "step":
+            self.progress.max = p.steps * p.epochs
+            self.progress.value = (p.epoch - 1) * p.steps + p.step
+            self.status.value = f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps}, loss {p.loss:.4f}"
+        elif p.kind == "epoch":
+            self.plot.add_epoch(p.epoch, p.loss, p.val_loss, p.val_metric, p.metric_name)
+            self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
+                                 f"{p.metric_name} {p.val_metric:.3f} (best {p.best_metric:.3f})")
+
+    def _on_done(self, result) -> None:
+        model = self.trainer.model
+        path = Path(self.save_path.value)
+        CURRENT.set(model, path if path.exists() else None)
+        if result is CANCELLED:
+            self.status.value = f"Cancelled; the best model so far is in use and saved to {path}."
+        else:
+            self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; saved to {path}."
+
+    def _on_error(self, err: Exception) -> None:
+        self.status.value = f"Training failed: {err}"
+
+    def _on_finish(self) -> None:
+        self._refresh()

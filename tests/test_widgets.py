@@ -1,0 +1,228 @@
+"""napari front end, headless under Xvfb: widgets built with make_napari_viewer and driven
+through their public methods, as a user would click them."""
+
+import json
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, nuclei):
+    v = make_napari_viewer()
+    image, labels = nuclei
+    v.add_image(image[:96, :128], name="img", scale=(0.5, 0.25), translate=(10, 20))
+    v.add_labels(labels[:96, :128].astype(np.int32), name="lab")
+    return v
+
+
+def configure_tiny(w, tmp_path, epochs=2):
+    w.base_width.value = 8
+    w.epochs.value = epochs
+    w.patch.value = 48
+    w.batch.value = 4
+    w.device.value = "cpu"
+    w.save_path.value = str(tmp_path / "model.safetensors")
+
+
+def make_tiny_config(w):
+    """Shrink the network for a fast test: depth 2 is not a widget control, so patch the config."""
+    from dataclasses import replace
+
+    original = w.config
+
+    def small():
+        return replace(original(), depth=2, steps_per_epoch=4, tile=64)
+
+    w.config = small
+
+
+def wait_job(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.job is not None and not widget.job.running, timeout=timeout)
+    qtbot.wait(50)
+
+
+def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path):
+    from napari_unet._widgets import PredictWidget, TrainWidget
+    from napari_unet._widgets._state import CURRENT
+
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train)
+    train.image.value = viewer.layers["img"]
+    train.labels.value = viewer.layers["lab"]
+    configure_tiny(train, tmp_path)
+    make_tiny_config(train)
+    before = viewer.layers["lab"].data.copy()
+    assert train.start.enabled
+    train.run()
+    assert not train.start.enabled and train.cancel.enabled  # no second start while running
+    wait_job(qtbot, train)
+    assert "saved to" in train.status.value
+    assert len(train.plot.epochs) == 2 and all(np.isfinite(train.plot.train))
+    assert (tmp_path / "model.safetensors").exists()
+    assert CURRENT.model is train.trainer.model
+    np.testing.assert_array_equal(viewer.layers["lab"].data, before)  # user's layers untouched
+
+    predict = PredictWidget(viewer)
+    assert predict.source.value == "model trained in this session"
+    predict.image.value = viewer.layers["img"]
+    predict.device.value = "cpu"
+    predict.tile.value = 32
+    predict.run()
+    wait_job(qtbot, predict)
+    out = viewer.layers["img U-Net labels"]
+    assert isinstance(out, napari.layers.Labels)
+    assert out.data.shape == (96, 128) and np.issubdtype(out.data.dtype, np.integer)
+    np.testing.assert_allclose(out.scale, (0.5, 0.25))
+    np.testing.assert_allclose(out.translate, (10, 20))
+    n_layers = len(viewer.layers)
+    predict.run()  # re-running updates the same layer
+    wait_job(qtbot, predict)
+    assert len(viewer.layers) == n_layers
+
+    # human in the loop: correct the result, fine-tune on it
+    out.data[:10, :10] = 0
+    out.refresh()
+    predict.run()  # the corrected layer is kept, a new one appears
+    wait_job(qtbot, predict)
+    assert "img U-Net labels [2]" in viewer.layers
+    train.labels.value = out
+    train.fine_tune.value = True
+    train.epochs.value = 1
+    train.run()
+    wait_job(qtbot, train)
+    assert train.trainer.init is not None
+    assert len(train.trainer.model.history) == 3  # 2 epochs + 1 fine-tuning epoch
+
+
+def test_cancel_mid_training_keeps_usable_model(viewer, qtbot, tmp_path):
+    from napari_unet._widgets import TrainWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.modelfile import UNetModel
+
+    train = TrainWidget(viewer)
+    train.image.value = viewer.layers["img"]
+    train.labels.value = viewer.layers["lab"]
+    configure_tiny(train, tmp_path, epochs=200)
+    make_tiny_config(train)
+    train.run()
+    qtbot.waitUntil(lambda: len(train.plot.epochs) >= 1, timeout=60_000)
+    viewer.layers.remove("lab")  # deleting a layer mid-training does not break it
+    train.stop()
+    wait_job(qtbot, train)
+    assert "Cancelled" in train.status.value
+    saved = UNetModel.load(tmp_path / "model.safetensors")
+    assert saved.training["best_epoch"] >= 1
+    assert CURRENT.model is train.trainer.model
+    assert train.start.enabled is False  # no labels layer left: Start disabled
+
+
+def test_bad_inputs_are_explained(make_napari_viewer, qtbot, tmp_path, nuclei):
+    from napari_unet._widgets import TrainWidget
+
+    v = make_napari_viewer()
+    train = TrainWidget(v)
+    assert not train.start.enabled and "image layer" in train.status.value
+    v.add_image(nuclei[0][:64, :64], name="img")
+    assert not train.start.enabled and "Labels layer" in train.status.value
+    v.add_labels(np.zeros((64, 64), np.int32), name="empty")
+    train.image.value, train.labels.value = v.layers["img"], v.layers["empty"]
+    configure_tiny(train, tmp_path)
+    train.run()
+    assert "all zero" in train.status.value and train.job is None
+    v.add_labels(np.zeros((3, 64, 64), np.int32), name="3d")
+    v.layers["3d"].data[1, 5:9, 5:9] = 1
+    train.labels.value = v.layers["3d"]
+    train.run()
+    assert "shape" in train.status.value
+    v.add_image(np.ones((64, 64), np.float32) * 0.5, name="floaty")
+    v.layers.remove("floaty")
+
+
+def test_predict_stack_and_multichannel(make_napari_viewer, qtbot, tmp_path, nuclei):
+    from napari_unet._widgets import PredictWidget
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    v = make_napari_viewer()
+    stack = np.stack([nuclei[0][:64, :64]] * 3)
+    v.add_image(stack, name="stack", scale=(2.0, 0.5, 0.5))
+    rgb = np.stack([nuclei[0][:48, :40]] * 3, axis=-1)
+    v.add_image(rgb, name="rgb", rgb=True)
+    gray_path = UNetModel.create(ModelConfig(depth=2, base_width=4)).save(tmp_path / "gray.safetensors")
+    rgb_path = UNetModel.create(ModelConfig(depth=2, base_width=4, in_channels=3)).save(tmp_path / "rgb.safetensors")
+
+    w = PredictWidget(v)
+    w.source.value = "model file"
+    w.model_file.value = gray_path
+    w.device.value = "cpu"
+    w.image.value = v.layers["stack"]
+    assert "ZYX" in w.axes.choices
+    w.axes.value = "ZYX"
+    w.run()
+    wait_job(qtbot, w)
+    out = v.layers["stack U-Net labels"]
+    assert out.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(out.scale, (2.0, 0.5, 0.5))
+
+    w.model_file.value = rgb_path
+    w.image.value = v.layers["rgb"]
+    assert w.axes.choices == ("YXC",)
+    w.probabilities.value = True
+    w.run()
+    wait_job(qtbot, w)
+    assert v.layers["rgb U-Net labels"].data.shape == (48, 40)
+    assert v.layers["rgb U-Net probabilities"].data.shape == (2, 48, 40)
+
+    w.image.value = v.layers["stack"]
+    w.axes.value = "CYX"  # read as 3 channels: the grayscale model cannot take it
+    w.model_file.value = gray_path
+    previous = w.job
+    w.run()
+    assert "3 channel(s)" in w.status.value and "takes 1" in w.status.value
+    assert w.job is previous  # nothing was started
+
+
+def test_settings_replay_in_cli(viewer, tmp_path):
+    from napari_unet._widgets import TrainWidget
+    from napari_unet.cli import build_parser
+    from napari_unet.cli_train import train_config_from_args
+
+    w = TrainWidget(viewer)
+    w.mode.value = "semantic"
+    w.unlabelled_zero.value = True
+    w.epochs.value = 7
+    w.lr.value = 0.002
+    path = w.write_settings(tmp_path / "train.json")
+    assert json.loads(path.read_text())["epochs"] == 7
+    args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "m", "--config", str(path)])
+    assert train_config_from_args(args) == w.config()
+
+
+def test_device_hint_names_what_torch_sees(viewer):
+    from napari_unet._widgets import TrainWidget
+
+    w = TrainWidget(viewer)
+    assert w.device_info.value.startswith("torch ")
+
+
+def test_sample_data_loads(make_napari_viewer):
+    v = make_napari_viewer()
+    v.open_sample("napari-unet", "nuclei")
+    assert isinstance(v.layers["nuclei"], napari.layers.Image)
+    labels = v.layers["nuclei labels"]
+    assert isinstance(labels, napari.layers.Labels) and labels.data.max() > 50
+
+
+def test_manifest_validates():
+    import npe2
+
+    pm = npe2.PluginManifest.from_distribution("napari-unet")
+    pm.validate_imports()
+    names = {w.display_name for w in pm.contributions.widgets}
+    assert names == {"Train U-Net", "Predict with U-Net"}
+    segment = pm.contributions.menus["napari/layers/segment"]
+    assert {m.command for m in segment} == {"napari-unet.train", "napari-unet.predict"}
