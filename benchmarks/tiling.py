@@ -80,7 +80,8 @@ def method_ours(model, img, device, args):
     from napari_unet.config import PredictConfig
     from napari_unet.predict import predict, run
 
-    res = run(predict(model, img, "YX", PredictConfig(tile=args.tile, batch=args.batch, device=str(device)), probabilities=True))
+    settings = PredictConfig(tile=args.tile, batch=args.batch, device=str(device), mixed_precision=not args.fp32)
+    res = run(predict(model, img, "YX", settings, probabilities=True))
     return res.probabilities[1]
 
 
@@ -155,6 +156,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--image", default=str(DEFAULT_IMAGE))
     p.add_argument("--methods", default="reference,ours,naive,monai")
+    p.add_argument("--fp32", action="store_true", help="ours: no mixed precision on GPU")
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--save", help=argparse.SUPPRESS)
     p.add_argument("--warmup", action="store_true", default=True, help=argparse.SUPPRESS)

@@ -86,7 +86,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import image_planes, labels_dtype, predict
 
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
-    settings = PredictConfig(tile=args.tile, halo=halo, batch=args.batch, device=args.device)
+    settings = PredictConfig(
+        tile=args.tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32
+    )
     model = UNetModel.load(args.model)
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.out)
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, classes first)")
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
     p.add_argument("--min-size", type=int, default=15, help="instance models: smallest object kept (pixels)")
+    p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

@@ -131,6 +131,7 @@ def predict(
         batch=settings.batch,
         labels_out=None if instance else labels_out,
         probabilities_out=probabilities_out,
+        mixed_precision=settings.mixed_precision,
     )
     if result.batch_reduced:
         notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")

@@ -1,0 +1,98 @@
+"""Take the user guide's screenshots in a real napari window (run under Xvfb):
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+
+Steps: open the sample data, dock both widgets, train a few epochs from the layers, predict
+with the bundled model, correct a label, fine-tune. Writes docs/images/guide_*.png.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import napari
+import numpy as np
+from qtpy.QtWidgets import QApplication
+
+from napari_unet._widgets import PredictWidget, TrainWidget
+from napari_unet.sample import SAMPLE_MODEL
+
+OUT = Path(__file__).parent / "images"
+
+
+def pump(seconds: float = 0.3) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def wait(widget, timeout: float = 900) -> None:
+    end = time.time() + timeout
+    while widget.job is not None and widget.job.running and time.time() < end:
+        pump(0.2)
+    pump(0.5)
+
+
+def shot(viewer, name: str) -> None:
+    pump(0.5)
+    viewer.window.screenshot(str(OUT / f"guide_{name}.png"), canvas_only=False, flash=False)
+    print("wrote", OUT / f"guide_{name}.png")
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(title="napari-unet user guide")
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-unet", "nuclei")
+    shot(viewer, "1_sample")
+
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train U-Net", area="right")
+    train.image.value = viewer.layers["nuclei"]
+    train.labels.value = viewer.layers["nuclei labels"]
+    train.base_width.value = 8
+    train.epochs.value = 6
+    train.patch.value = 96
+    train.batch.value = 4
+    tmp = Path(tempfile.mkdtemp())
+    train.save_path.value = str(tmp / "nuclei.safetensors")
+    original = train.config
+    train.config = lambda: replace(original(), depth=3, steps_per_epoch=10, tile=128)
+    train.run()
+    end = time.time() + 900
+    while len(train.plot.epochs) < 3 and time.time() < end:
+        pump(0.2)
+    shot(viewer, "2_training")
+    wait(train)
+    shot(viewer, "3_trained")
+
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    predict.source.value = "model file"
+    predict.model_file.value = str(SAMPLE_MODEL)
+    predict.image.value = viewer.layers["nuclei"]
+    predict.run()
+    wait(predict)
+    viewer.layers["nuclei labels"].visible = False
+    shot(viewer, "4_predicted")
+
+    out = viewer.layers["nuclei U-Net labels"]
+    data = out.data.copy()
+    data[:60, :60] = 0  # a correction: erase the objects in a corner
+    out.data = data
+    viewer.layers.selection.active = out
+    train.labels.value = out
+    train.fine_tune.value = True
+    train.epochs.value = 2
+    train.run()
+    wait(train)
+    shot(viewer, "5_finetuned")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
