@@ -69,8 +69,10 @@ def method_reference(model, img, device):
     n = img.shape[0]
     size = g.tile_input(int(np.ceil(n / g.step)) * g.step, m)
     ext = np.pad(normalised(model, img), ((m, size - n - m), (m, size - n - m)), mode="reflect")
+    from napari_unet.devices import full_float32
+
     net = model.network.to(device).eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), full_float32():
         p = torch.softmax(net(torch.from_numpy(ext)[None, None].to(device)).float(), 1)[0, 1]
     off = m - g.valid_margin
     return p[off : off + n, off : off + n].cpu().numpy()

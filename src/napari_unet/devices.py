@@ -74,6 +74,20 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def full_float32(enabled: bool = True) -> Iterator[None]:
+    """Turn off TF32 in CUDA convolutions and matrix products (on by default in cuDNN)."""
+    if not enabled:
+        yield
+        return
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, torch.cuda.OutOfMemoryError):
         return True

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import normalization as norm
 from .axes import Planes
-from .devices import autocast, release_memory, run_in_batches
+from .devices import autocast, full_float32, release_memory, run_in_batches
 from .models import Geometry
 
 
@@ -150,7 +150,7 @@ def predict_tiles(
         network.to(memory_format=torch.channels_last)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast(device, mixed_precision):
+        with torch.inference_mode(), autocast(device, mixed_precision), full_float32(not mixed_precision):
             return torch.softmax(network(x).float(), dim=1)
 
     done = 0
