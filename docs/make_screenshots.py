@@ -46,7 +46,7 @@ def shot(viewer, name: str) -> None:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(title="napari-unet user guide")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1800, 1100)
     viewer.open_sample("napari-unet", "nuclei")
     shot(viewer, "1_sample")
 
@@ -71,7 +71,7 @@ def main() -> None:
     shot(viewer, "3_trained")
 
     predict = PredictWidget(viewer)
-    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right", tabify=True)
     predict.source.value = "model file"
     predict.model_file.value = str(SAMPLE_MODEL)
     predict.image.value = viewer.layers["nuclei"]

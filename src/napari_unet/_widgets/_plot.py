@@ -39,6 +39,9 @@ class LossPlot(FigureCanvasQTAgg):
         ax.plot(self.epochs, self.val, "o-", color="C1", ms=3, label="validation loss")
         ax2.plot(self.epochs, self.metric, "s--", color="C2", ms=3, label=f"validation {self.metric_name}")
         ax2.set_ylim(0, 1)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax2.set_ylabel(self.metric_name)

@@ -58,6 +58,7 @@ class PredictWidget(Container):
         self.status = Label(value="")
         self.extend([self.image, self.axes, self.source, self.model_file, self.tile, self.halo, self.batch,
                      self.device, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
+        self.status.native.setWordWrap(True)
         self.job: Job | None = None
         self._loaded: tuple[str, object] | None = None
         self.run_button.changed.connect(self.run)

@@ -97,6 +97,8 @@ class TrainWidget(Container):
             self.save_settings, self.progress, self.status,
         ])
         self.native.layout().addWidget(self.plot)
+        self.status.native.setWordWrap(True)
+        self.device_info.native.setWordWrap(True)
         self.job: Job | None = None
         self.trainer = None
         self._pairs: list[tuple[str, str]] = []
