@@ -61,6 +61,7 @@ def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path):
     assert not train.start.enabled and train.cancel.enabled  # no second start while running
     wait_job(qtbot, train)
     assert "saved to" in train.status.value
+    assert train.start.enabled and not train.cancel.enabled  # ready for the next run
     assert len(train.plot.epochs) == 2 and all(np.isfinite(train.plot.train))
     assert (tmp_path / "model.safetensors").exists()
     assert CURRENT.model is train.trainer.model
@@ -73,6 +74,7 @@ def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path):
     predict.tile.value = 32
     predict.run()
     wait_job(qtbot, predict)
+    assert predict.run_button.enabled and not predict.cancel.enabled
     out = viewer.layers["img U-Net labels"]
     assert isinstance(out, napari.layers.Labels)
     assert out.data.shape == (96, 128) and np.issubdtype(out.data.dtype, np.integer)

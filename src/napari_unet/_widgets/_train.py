@@ -159,12 +159,14 @@ class TrainWidget(Container):
         have = bool(self._pairs) or (self.image.value is not None and self.labels.value is not None)
         self.start.enabled = have and not running
         self.cancel.enabled = running
-        if not running:
+        hints = ("Add an image", "Add a Labels")
+        if not running and (not self.status.value or self.status.value.startswith(hints)):
+            # hints never replace the message of a finished or failed run
             if not _layers(self.viewer, "image"):
                 self.status.value = "Add an image layer (File > Open, or the sample data) to train on."
             elif not _layers(self.viewer, "labels"):
                 self.status.value = "Add a Labels layer and paint objects or classes on it."
-            elif self.status.value.startswith(("Add an image", "Add a Labels")):
+            else:
                 self.status.value = ""
 
     # -- settings ---------------------------------------------------------------------------

@@ -65,13 +65,14 @@ class Job:
     ) -> None:
         self._cancel = threading.Event()
         self.worker = create_worker(_cancellable, gen, self._cancel, _start_thread=False)
+        self.running = False
+        # connected first, so that the callbacks below already see the job as finished
+        self.worker.started.connect(lambda: setattr(self, "running", True))
+        self.worker.finished.connect(lambda: setattr(self, "running", False))
         self.worker.yielded.connect(on_yield)
         self.worker.returned.connect(on_return)
         self.worker.errored.connect(on_error)
         self.worker.finished.connect(on_finish)
-        self.running = False
-        self.worker.started.connect(lambda: setattr(self, "running", True))
-        self.worker.finished.connect(lambda: setattr(self, "running", False))
 
     def start(self) -> None:
         avoid_llvm_clash()
