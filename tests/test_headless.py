@@ -7,6 +7,9 @@ CORE = [
     "napari_unet", "napari_unet.config", "napari_unet.models", "napari_unet.tiling",
     "napari_unet.predict", "napari_unet.modelfile", "napari_unet.cli", "napari_unet.io",
     "napari_unet.axes", "napari_unet.normalization", "napari_unet.instances",
+    "napari_unet.training", "napari_unet.data", "napari_unet.targets", "napari_unet.augment",
+    "napari_unet.metrics", "napari_unet.evaluation", "napari_unet.report", "napari_unet.cli_train",
+    "napari_unet.sample", "napari_unet.devices",
 ]
 
 
