@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_unet.augment import Augmentation, augment, elastic_field
+from napari_unet.config import PredictConfig
+from napari_unet.instances import instances_from_probabilities
+from napari_unet.metrics import iou_matrix
+from napari_unet.modelfile import UNetModel
+from napari_unet.predict import predict, run
+from napari_unet.sample import SAMPLE_IMAGE, SAMPLE_MODEL
+
+
+def test_touching_objects_become_two_instances():
+    p = np.zeros((3, 20, 40), np.float32)
+    p[0] = 1
+    for x0 in (5, 21):  # two interiors separated by a boundary column at x = 19, 20
+        p[:, 5:15, x0 : x0 + 14] = 0
+        p[1, 5:15, x0 : x0 + 14] = 1
+    p[:, 5:15, 19:21] = 0
+    p[2, 5:15, 19:21] = 1
+    labels = instances_from_probabilities(p, min_size=5)
+    assert labels.max() == 2
+    assert (labels[5:15, 19:21] > 0).all()  # boundary pixels are given to an object
+    assert len(np.unique(labels[10])) == 3
+
+
+def test_small_objects_removed_and_ids_consecutive():
+    p = np.zeros((3, 10, 10), np.float32)
+    p[0] = 1
+    p[:, 1:5, 1:5] = [[[0]], [[1]], [[0]]]
+    p[:, 8, 8] = [0, 1, 0]
+    labels = instances_from_probabilities(p, min_size=4, first_id=7)
+    assert set(np.unique(labels)) == {0, 7}
+
+
+def test_objects_across_tile_borders_are_neither_split_nor_duplicated():
+    """Real data, bundled trained model: tiny tiles (many nuclei cross tile borders) give
+    exactly the instances of one big tile, because post-processing runs on the stitched map."""
+    model = UNetModel.load(SAMPLE_MODEL)
+    image = tifffile.imread(SAMPLE_IMAGE)[:192, :256]
+    small = run(predict(model, image, "YX", PredictConfig(tile=32, device="cpu"))).labels
+    big = run(predict(model, image, "YX", PredictConfig(tile=256, device="cpu"))).labels
+    assert small.max() > 20
+    crossing = [i for i in range(1, small.max() + 1)
+                if len(np.unique(np.nonzero(small == i)[1] // 32)) > 1 or len(np.unique(np.nonzero(small == i)[0] // 32)) > 1]
+    assert len(crossing) > 10  # many objects span several tiles
+    iou, t_ids, p_ids = iou_matrix(big, small)
+    assert len(t_ids) == len(p_ids)
+    assert (iou.max(axis=1) == 1).all()  # every object identical, none split or doubled
+
+
+def test_augmentation_moves_image_and_labels_together():
+    g = torch.Generator().manual_seed(0)
+    lab = torch.zeros(4, 64, 64, dtype=torch.long)
+    lab[:, 10:30, 20:50] = 1
+    lab[:, 40:60, 5:25] = 2
+    image = lab[:, None].float()
+    weights = torch.ones(4, 64, 64)
+    img2, lab2, w2 = augment(image, lab, weights, Augmentation(intensity=0), g)
+    assert not torch.equal(lab2, lab)  # something happened
+    # nearest-neighbour labels stay integer classes and follow the bilinear image
+    agree = (img2[:, 0].round().long() == lab2).float().mean()
+    assert agree > 0.97
+    assert set(torch.unique(lab2).tolist()) <= {0, 1, 2}
+
+
+def test_elastic_field_matches_paper_scale():
+    g = torch.Generator().manual_seed(0)
+    grid = elastic_field(64, 101, 101, sigma=10, grid=3, generator=g, device="cpu")
+    base = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 101), torch.linspace(-1, 1, 101), indexing="xy"), -1)
+    displacement_px = (grid - base) * 50  # normalised units -> pixels
+    # control points are N(0, 10 px): the displacement at a control point (corner) has std ~10
+    corner = displacement_px[:, 0, 0, 0]
+    assert 7 < float(corner.std()) < 13
+    # smooth: neighbouring pixels move almost alike
+    assert float((displacement_px[:, 1:] - displacement_px[:, :-1]).abs().max()) < 3
