@@ -55,7 +55,7 @@ class Sample:
             labels=self.labels[rows],
             targets=t,
             weights=self.weights[rows],
-            foreground=_foreground(t, self.labels[rows]),
+            foreground=_foreground(t),
         )
 
 
@@ -75,7 +75,8 @@ def pairs_from_folders(images: str | Path, labels: str | Path) -> list[Pair]:
     ]
 
 
-def _foreground(targets: np.ndarray, labels: np.ndarray, limit: int = 200_000) -> np.ndarray:
+def _foreground(targets: np.ndarray, limit: int = 200_000) -> np.ndarray:
+    """Flat indices of object/class pixels (at most ``limit``, evenly thinned)."""
     idx = np.flatnonzero(targets > 0)
     if idx.size > limit:
         idx = idx[:: idx.size // limit + 1]
@@ -125,7 +126,7 @@ def prepare(
                 boundary_width=boundary_width, w0=w0, sigma=sigma,
             )
             name = pair.name if planes.n == 1 else f"{pair.name}[{i}]"
-            samples.append(Sample(name, img, lab, targets, weights, _foreground(targets, lab)))
+            samples.append(Sample(name, img, lab, targets, weights, _foreground(targets)))
     if not samples:
         raise LabelsError("no labelled pixels in any of the training images")
     return samples

@@ -30,7 +30,7 @@ from .devices import autocast, autocast_dtype, release_memory, resolve_device
 from .evaluation import evaluate_samples, headline
 from .modelfile import UNetModel
 from .models import encoder_parameters, measure_halo, replace_head
-from .targets import LabelsError, semantic_classes
+from .targets import LabelsError, check_labels, semantic_classes
 
 
 class TrainingError(ValueError):
@@ -236,23 +236,7 @@ class Trainer:
         self.out = Path(out) if out else None
         self.init = init
         in_channels = _in_channels(pairs, init)
-        labels = [np.asarray(p.labels) for p in pairs]
-        if config.mode == "instance":
-            classes = 3
-        else:
-            for p, lab in zip(pairs, labels):
-                if np.issubdtype(lab.dtype, np.floating) or (lab.size and lab.min() < 0):
-                    from .targets import check_labels
-
-                    check_labels(lab, f"{p.name}: labels")
-            found = semantic_classes(labels, config.unlabelled_zero)
-            classes = config.classes or (max(found, init.config.classes) if init is not None else found)
-            if found > classes:
-                raise TrainingError(
-                    f"the labels hold {found} classes but {classes} were configured"
-                )
-            if config.classes and config.class_names and len(config.class_names) != classes:
-                raise TrainingError(f"{len(config.class_names)} class names for {classes} classes")
+        classes = 3 if config.mode == "instance" else self._semantic_classes(pairs, init)
         self.classes = classes
         norm_settings = init.normalization if init is not None else config.normalization
         try:
@@ -268,6 +252,21 @@ class Trainer:
         self.in_channels = in_channels
         self.model = build_model(config, classes, in_channels, init)
         self.device = resolve_device(config.device)
+
+    def _semantic_classes(self, pairs: list[Pair], init: UNetModel | None) -> int:
+        """Classes to train: as configured, else what the labels (and a starting model) hold."""
+        config = self.config
+        try:
+            labels = [check_labels(p.labels, f"{p.name}: labels") for p in pairs]
+        except LabelsError as err:
+            raise TrainingError(str(err)) from None
+        found = semantic_classes(labels, config.unlabelled_zero)
+        classes = config.classes or (max(found, init.config.classes) if init is not None else found)
+        if found > classes:
+            raise TrainingError(f"the labels hold {found} classes but {classes} were configured")
+        if config.class_names and len(config.class_names) != classes:
+            raise TrainingError(f"{len(config.class_names)} class names for {classes} classes")
+        return classes
 
     def _check_classes_present(self) -> None:
         present = set()
