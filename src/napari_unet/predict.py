@@ -16,7 +16,7 @@ import numpy as np
 from . import normalization as norm
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
-from .devices import resolve_device
+from .devices import release_memory, resolve_device
 from .instances import instances_from_probabilities
 from .modelfile import UNetModel
 from .tiling import TilePlan, TileProgress, plan_tiles, predict_tiles
@@ -121,18 +121,23 @@ def predict(
     elif tuple(labels_out.shape) != planes.label_shape:
         raise ValueError(f"labels_out has shape {labels_out.shape}, expected {planes.label_shape}")
     network = model.network.to(device)
-    result = yield from predict_tiles(
-        network,
-        planes,
-        lo,
-        hi,
-        plan,
-        device=device,
-        batch=settings.batch,
-        labels_out=None if instance else labels_out,
-        probabilities_out=probabilities_out,
-        mixed_precision=settings.mixed_precision,
-    )
+    try:
+        result = yield from predict_tiles(
+            network,
+            planes,
+            lo,
+            hi,
+            plan,
+            device=device,
+            batch=settings.batch,
+            labels_out=None if instance else labels_out,
+            probabilities_out=probabilities_out,
+            mixed_precision=settings.mixed_precision,
+        )
+    finally:
+        if device.type != "cpu":  # give the GPU memory of the weights back too
+            model.network.to("cpu")
+            release_memory(device)
     if result.batch_reduced:
         notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")
     if instance:
