@@ -76,3 +76,18 @@ def test_elastic_field_matches_paper_scale():
     assert 7 < float(corner.std()) < 13
     # smooth: neighbouring pixels move almost alike
     assert float((displacement_px[:, 1:] - displacement_px[:, :-1]).abs().max()) < 3
+
+
+def test_tuning_picks_the_best_postprocessing():
+    from napari_unet.instances import PostProcessing, tune
+
+    truth = np.zeros((40, 40), np.int32)
+    truth[5:15, 5:15] = 1
+    truth[25:35, 25:35] = 2
+    p = np.zeros((3, 40, 40), np.float32)
+    p[0] = 1
+    for sl in (np.s_[5:15, 5:15], np.s_[25:35, 25:35]):
+        p[(slice(None),) + sl] = np.array([0.35, 0.55, 0.1])[:, None, None]  # weak interiors
+    p[:, 1:3, 30:33] = np.array([0.0, 0.9, 0.1])[:, None, None]  # a 6-px false positive
+    best, ap = tune([p], [truth], {"interior_threshold": (0.5, 0.6), "foreground_threshold": (0.5,), "min_size": (1, 15)})
+    assert ap == 1.0 and best == PostProcessing(0.5, 0.5, 15)

@@ -42,6 +42,9 @@ def test_real_training_improves_validation_loss(data_dir, tmp_path):
     saved = UNetModel.load(tmp_path / "m.safetensors")
     assert saved.config.mode == "instance" and saved.training["best_epoch"] == result.best_epoch
     assert len(saved.history) >= result.best_epoch and "ap@0.5" in saved.history[0]
+    # post-processing was tuned on the validation images and travels with the model
+    assert {"interior_threshold", "foreground_threshold", "min_size"} <= set(saved.postprocessing)
+    assert records[-1].kind == "tuning"
 
 
 def test_training_is_deterministic_with_a_seed(data_dir):

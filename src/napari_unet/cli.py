@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, classes first)")
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
-    p.add_argument("--min-size", type=int, default=15, help="instance models: smallest object kept (pixels)")
+    p.add_argument("--min-size", type=int, help="instance models: smallest object kept in pixels (default: the model's)")
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)

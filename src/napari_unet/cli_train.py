@@ -60,7 +60,7 @@ def add_commands(sub) -> None:
     p.add_argument("--tile", type=int, help="tile core (default: the model's)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--min-size", type=int, default=15, help="instance models: smallest object kept")
+    p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
     p.add_argument("--unlabelled-zero", action="store_true", help="semantic: 0 in the labels = not annotated")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -125,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{p.elapsed:.0f} s",
                     file=sys.stderr,
                 )
+            elif p.message:
+                print(p.message, file=sys.stderr)
     except KeyboardInterrupt:
         gen.close()
         print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
@@ -142,24 +144,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         folder = Path(args.report)
         report.write_curves(result.history, folder / "curves.png")
         report.write_json(summary, folder / "metrics.json")
-        _write_examples(result.model, trainer.samples[:3], folder / "examples.png", config.min_size)
+        _write_examples(result.model, trainer.samples[:3], folder / "examples.png")
     print(json.dumps(_clean(summary)))
     return 0
 
 
-def _write_examples(model, samples, path, min_size) -> None:
+def _write_examples(model, samples, path) -> None:
     import numpy as np
 
     from . import report
     from .devices import resolve_device
     from .evaluation import predict_normalized
-    from .instances import instances_from_probabilities
+    from .instances import PostProcessing
 
     device = resolve_device("auto")
     examples = []
     for s in samples:
         probs = predict_normalized(model, s.image, device)
-        pred = instances_from_probabilities(probs, min_size=min_size) if model.config.mode == "instance" else probs.argmax(0)
+        if model.config.mode == "instance":
+            pred = PostProcessing.from_json(model.postprocessing).apply(probs)
+        else:
+            pred = probs.argmax(0)
         truth = s.labels if model.config.mode == "instance" else np.clip(s.targets, 0, None)
         examples.append((s.name, s.image[0], truth, pred))
     report.write_examples(examples, path)

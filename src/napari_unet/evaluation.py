@@ -7,13 +7,14 @@ Used for validation during training (on already normalised samples) and by
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from . import metrics as M
 from .axes import Planes
-from .instances import instances_from_probabilities
+from .instances import PostProcessing
 from .modelfile import UNetModel
 from .targets import semantic_targets
 from .tiling import plan_tiles, predict_tiles
@@ -85,10 +86,11 @@ class Scorer:
 def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, min_size: int = 15) -> dict:
     """Validation metrics on prepared samples (normalised images, integer labels)."""
     scorer = Scorer(model, unlabelled_zero=False)
+    post = replace(PostProcessing.from_json(model.postprocessing), min_size=min_size)
     for s in samples:
         probs = predict_normalized(model, s.image, device)
         if model.config.mode == "instance":
-            scorer.add(s.labels, instances_from_probabilities(probs, min_size=min_size))
+            scorer.add(s.labels, post.apply(probs))
         else:
             # compare on targets directly (handles 0 = unlabelled via -1 targets)
             pred = probs.argmax(0)

@@ -41,6 +41,7 @@ class UNetModel:
     halo: int = 0
     history: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
+    postprocessing: dict = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -78,6 +79,7 @@ class UNetModel:
             "halo": self.halo,
             "history": self.history,
             "training": self.training,
+            "postprocessing": self.postprocessing,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -120,6 +122,7 @@ class UNetModel:
             halo=int(meta.get("halo", network.geometry.valid_margin)),
             history=list(meta.get("history", [])),
             training=dict(meta.get("training", {})),
+            postprocessing=dict(meta.get("postprocessing", {})),
         )
 
 

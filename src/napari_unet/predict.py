@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -17,7 +17,7 @@ from . import normalization as norm
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
-from .instances import instances_from_probabilities
+from .instances import PostProcessing
 from .modelfile import UNetModel
 from .tiling import TilePlan, TileProgress, plan_tiles, predict_tiles
 
@@ -74,7 +74,7 @@ def predict(
     probabilities: bool = False,
     labels_out: Any = None,
     probabilities_out: Any = None,
-    min_size: int = 15,
+    min_size: int | None = None,
 ) -> Generator[TileProgress, None, Prediction]:
     """Overlap-tile prediction of ``image`` (numpy, memory map, dask or zarr array).
 
@@ -92,8 +92,9 @@ def predict(
         Also return per-class probabilities (float32, whole image: memory heavy for big images).
     labels_out, probabilities_out : array-like, optional
         Preallocated outputs (e.g. memory maps) to write into tile by tile.
-    min_size : int
-        Instance mode: smallest object kept, in pixels.
+    min_size : int, optional
+        Instance mode: smallest object kept, in pixels (default: the model's post-processing,
+        tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
     start = time.perf_counter()
@@ -142,13 +143,14 @@ def predict(
         notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")
     if instance:
         yield TileProgress(done=0, total=planes.n, batch=0, message="separating objects")
+        post = PostProcessing.from_json(model.postprocessing)
+        if min_size is not None:
+            post = replace(post, min_size=min_size)
         next_id = 1
         for i in range(planes.n):
             full = (slice(None), slice(None))
             where = planes.label_index(i, *full)
-            plane_labels = instances_from_probabilities(
-                probabilities_out[(slice(None),) + where], min_size=min_size, first_id=next_id
-            )
+            plane_labels = post.apply(probabilities_out[(slice(None),) + where], first_id=next_id)
             labels_out[where] = plane_labels
             next_id = max(next_id, int(plane_labels.max()) + 1)
             yield TileProgress(done=i + 1, total=planes.n, batch=0, message="separating objects")

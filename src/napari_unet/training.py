@@ -27,7 +27,8 @@ from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import autocast, autocast_dtype, release_memory, resolve_device
-from .evaluation import evaluate_samples, headline
+from .evaluation import evaluate_samples, headline, predict_normalized
+from .instances import tune
 from .modelfile import UNetModel
 from .models import encoder_parameters, measure_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
@@ -163,7 +164,7 @@ class TrainConfig:
 class TrainProgress:
     """One step or one finished epoch of training."""
 
-    kind: str  # "step", "epoch" or "fold"
+    kind: str  # "step", "epoch", "tuning" or "fold"
     epoch: int
     epochs: int
     step: int
@@ -448,6 +449,13 @@ class _Fit:
                 if config.patience and since_best >= config.patience:
                     stopped = f"no improvement for {config.patience} epochs (early stopping)"
                     break
+            if best_state is not None and config.mode == "instance":
+                network.load_state_dict(best_state)
+                yield TrainProgress("tuning", epoch, config.epochs, steps, steps, record["loss"],
+                                    time.perf_counter() - start, metric_name=metric_name,
+                                    fold=self.fold[0], folds=self.fold[1],
+                                    message="tuning post-processing on the validation images")
+                self._tune_postprocessing(history, best_epoch, best_metrics)
         finally:
             for p in network.parameters():
                 p.requires_grad_(True)
@@ -472,6 +480,15 @@ class _Fit:
                 saved.halo = measure_halo(saved.network, model.config.in_channels)
                 model.halo = saved.halo
             saved.save(self.out)
+
+    def _tune_postprocessing(self, history, best_epoch, metrics) -> None:
+        """Choose the watershed thresholds and minimum size with the best validation AP@0.5
+        (at most 30 validation images) and store them in the model (and its file)."""
+        samples = self.val[:30]
+        probs = [predict_normalized(self.model, s.image, self.device) for s in samples]
+        post, ap = tune(probs, [s.labels for s in samples])
+        self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
+        self._save(history, best_epoch, metrics)
 
     @torch.no_grad()
     def _validate(self, network, val_batches) -> dict:

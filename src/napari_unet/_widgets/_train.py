@@ -258,6 +258,8 @@ class TrainWidget(Container):
             self.plot.add_epoch(p.epoch, p.loss, p.val_loss, p.val_metric, p.metric_name)
             self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
                                  f"{p.metric_name} {p.val_metric:.3f} (best {p.best_metric:.3f})")
+        elif p.message:
+            self.status.value = p.message + "..."
 
     def _on_done(self, result) -> None:
         model = self.trainer.model
