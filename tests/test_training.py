@@ -101,6 +101,7 @@ def test_kfold_training_reports_mean_and_std(membranes, tmp_path):
     assert len(result.folds) == 3
     assert set(result.metrics["score"]) == {"mean", "std", "folds"}
     assert len(result.metrics["score"]["folds"]) == 3
+    assert "per_class/class 1/f1" in result.metrics  # nested per-class metrics are summarised too
     assert UNetModel.load(tmp_path / "k.safetensors").training["cross_validation"]["score"]["mean"] == pytest.approx(
         result.metrics["score"]["mean"])
 

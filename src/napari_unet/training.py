@@ -324,11 +324,24 @@ def _better(a: dict, b: dict) -> bool:
     return (a.get("score", -1), -a.get("val_loss", math.inf)) > (b.get("score", -1), -b.get("val_loss", math.inf))
 
 
-def _mean_std(runs: list[dict]) -> dict:
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    """{"per_class": {"membrane": {"f1": x}}} -> {"per_class/membrane/f1": x} (numbers only)."""
     out = {}
-    for key in runs[0]:
-        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
-        if len(values) == len(runs):
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _mean_std(runs: list[dict]) -> dict:
+    """Mean and standard deviation over the folds of every numeric metric, nested ones too."""
+    flat = [_flatten(r) for r in runs]
+    out = {}
+    for key in flat[0]:
+        values = [f[key] for f in flat if key in f]
+        if len(values) == len(flat):
             out[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "folds": values}
     return out
 
