@@ -16,6 +16,7 @@ import copy
 import math
 import time
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -415,12 +416,18 @@ class _Fit:
         best_state, best_metrics, best_epoch = None, None, None
         stopped, since_best = "finished", 0
         metric_name = "ap@0.5" if config.mode == "instance" else "f1"
+        # one background thread cuts patches (numpy) while the device trains on the previous
+        # batch; a single worker keeps the random sequence, and so the run, reproducible
+        prefetch = ThreadPoolExecutor(max_workers=1)
+        pending = prefetch.submit(sampler.batch, config.batch)
         try:
             for epoch in range(1, config.epochs + 1):
                 network.train()
                 losses = []
                 for step in range(1, steps + 1):
-                    image, targets, weights = self._to_device(*sampler.batch(config.batch))
+                    batch = pending.result()
+                    pending = prefetch.submit(sampler.batch, config.batch)  # cut the next batch meanwhile
+                    image, targets, weights = self._to_device(*batch)
                     image, targets, weights = augment(image, targets, weights, config.augmentation, generator)
                     with autocast(device):
                         loss = self._loss(network, image, targets, weights)
@@ -470,6 +477,7 @@ class _Fit:
                                     message="tuning post-processing on the validation images")
                 self._tune_postprocessing(history, best_epoch, best_metrics)
         finally:
+            prefetch.shutdown(wait=True, cancel_futures=True)
             for p in network.parameters():
                 p.requires_grad_(True)
             if best_state is not None:
