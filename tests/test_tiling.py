@@ -153,7 +153,7 @@ def test_progress_is_yielded_per_batch(paper_model, nuclei):
             steps.append(next(gen))
     except StopIteration:
         pass
-    assert [s.done for s in steps] == [4, 8, 12, 16] and steps[-1].total == 16
+    assert [s.done for s in steps] == [0, 4, 8, 12, 16] and steps[-1].total == 16
 
 
 def test_simulated_out_of_memory_halves_the_batch(paper_model, nuclei):

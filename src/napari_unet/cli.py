@@ -173,7 +173,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = out / "untrained.safetensors"
         cmd_init(build_parser().parse_args(["init", "--mode", "instance", "--out", str(model)]))
     argv = ["predict", str(model), str(SAMPLE_IMAGE), "--out", str(out), "--probabilities"]
-    return cmd_predict(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
+    rc = cmd_predict(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
+    import numpy as np
+    import tifffile
+
+    labels = tifffile.imread(out / f"{SAMPLE_IMAGE.stem}.tif")
+    print(
+        f"found {len(np.unique(labels[labels > 0]))} nuclei in {SAMPLE_IMAGE.name}; labels: "
+        f"{out / SAMPLE_IMAGE.name}, probabilities: {out / (SAMPLE_IMAGE.stem + '_prob.tif')}"
+    )
+    return rc
 
 
 # ---------------------------------------------------------------------------------------------

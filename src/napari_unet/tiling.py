@@ -154,6 +154,7 @@ def predict_tiles(
             return torch.softmax(network(x).float(), dim=1)
 
     done = 0
+    yield TileProgress(done=0, total=total, batch=state["batch"])
     try:
         while done < total:
             chunk = jobs[done : done + max(state["batch"], 1) * 4]
