@@ -7,6 +7,7 @@ to stderr and returns a non-zero code, having written nothing partial.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -104,7 +105,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             prob_ctx = (
                 tiff_memmap(prob_path, (model.config.classes,) + planes.label_shape, "float32")
                 if args.probabilities
-                else _null()
+                else contextlib.nullcontext()
             )
             with prob_ctx as prob_out:
                 if prob_out is not None:
@@ -121,14 +122,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _drive(gen, desc: str, quiet: bool):
