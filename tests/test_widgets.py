@@ -112,10 +112,14 @@ def test_cancel_mid_training_keeps_usable_model(viewer, qtbot, tmp_path):
     make_tiny_config(train)
     train.run()
     qtbot.waitUntil(lambda: len(train.plot.epochs) >= 1, timeout=60_000)
+    from napari.utils import progress
+
+    assert any("Training U-Net" in (p.desc or "") for p in progress._all_instances)  # activity dock
     viewer.layers.remove("lab")  # deleting a layer mid-training does not break it
     train.stop()
     wait_job(qtbot, train)
     assert "Cancelled" in train.status.value
+    assert not [p for p in progress._all_instances if "Training U-Net" in (p.desc or "")]
     saved = UNetModel.load(tmp_path / "model.safetensors")
     assert saved.training["best_epoch"] >= 1
     assert CURRENT.model is train.trainer.model

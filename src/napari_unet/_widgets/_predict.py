@@ -150,6 +150,8 @@ class PredictWidget(Container):
         self.progress.max = max(p.total, 1)
         self.progress.value = p.done
         self.status.value = f"{p.message or 'predicting tiles'}: {p.done}/{p.total}"
+        if self.job is not None:
+            self.job.activity(p.done, max(p.total, 1), f"U-Net: {p.message or 'predicting tiles'}")
 
     def _on_error(self, err: Exception) -> None:
         self.status.value = f"Prediction failed: {err}"

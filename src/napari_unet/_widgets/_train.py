@@ -254,6 +254,7 @@ class TrainWidget(Container):
             self.progress.max = p.steps * p.epochs
             self.progress.value = (p.epoch - 1) * p.steps + p.step
             self.status.value = f"epoch {p.epoch}/{p.epochs}, step {p.step}/{p.steps}, loss {p.loss:.4f}"
+            self.job.activity(self.progress.value, self.progress.max, f"Training U-Net, epoch {p.epoch}/{p.epochs}")
         elif p.kind == "epoch":
             self.plot.add_epoch(p.epoch, p.loss, p.val_loss, p.val_metric, p.metric_name)
             self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "

@@ -73,11 +73,28 @@ class Job:
         self.worker.returned.connect(on_return)
         self.worker.errored.connect(on_error)
         self.worker.finished.connect(on_finish)
+        self.worker.finished.connect(self._close_activity)
 
     def start(self) -> None:
         avoid_llvm_clash()
         self.running = True
         self.worker.start()
+
+    def activity(self, done: int, total: int, desc: str) -> None:
+        """Mirror progress in napari's activity dock (bottom right)."""
+        from napari.utils import progress
+
+        if getattr(self, "_activity", None) is None or self._activity.total != total:
+            self._close_activity()
+            self._activity = progress(total=total, desc=desc)
+        self._activity.set_description(desc)
+        self._activity.n = done
+        self._activity.refresh()
+
+    def _close_activity(self) -> None:
+        if getattr(self, "_activity", None) is not None:
+            self._activity.close()
+            self._activity = None
 
     def cancel(self) -> None:
         self._cancel.set()
