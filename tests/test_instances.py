@@ -57,8 +57,9 @@ def test_augmentation_moves_image_and_labels_together():
     lab[:, 10:30, 20:50] = 1
     lab[:, 40:60, 5:25] = 2
     image = lab[:, None].float()
-    weights = torch.ones(4, 64, 64)
-    img2, lab2, w2 = augment(image, lab, weights, Augmentation(intensity=0), g)
+    maps = torch.ones(4, 1, 64, 64)
+    img2, lab2, w2 = augment(image, lab, maps, Augmentation(intensity=0, scale=0.5), g)
+    assert w2.shape == (4, 1, 64, 64)
     assert not torch.equal(lab2, lab)  # something happened
     # nearest-neighbour labels stay integer classes and follow the bilinear image
     agree = (img2[:, 0].round().long() == lab2).float().mean()

@@ -68,7 +68,8 @@ def test_semantic_unlabelled_zero():
     lab = np.array([[0, 1, 2]])
     np.testing.assert_array_equal(semantic_targets(lab, True), [[IGNORE, 0, 1]])
     np.testing.assert_array_equal(semantic_targets(lab, False), [[0, 1, 2]])
-    t, w = make_targets(lab, "semantic", 2, unlabelled_zero=True)
+    t, w, d = make_targets(lab, "semantic", 2, unlabelled_zero=True)
+    assert d is None
     assert w[0, 0] == 0 and w[0, 1] > 0
 
 

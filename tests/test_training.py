@@ -76,7 +76,42 @@ def test_single_image_holds_out_a_region(data_dir):
     pairs = nuclei_pairs(data_dir)[:1]
     samples = prepare(pairs, "instance", 3, 1, Normalization())
     train, val = split_holdout(samples, 0.25, np.random.default_rng(0))
-    assert train[0].shape == (192, 256) and val[0].shape == (64, 256)
+    assert train[0].shape[1] == val[0].shape[1] == 256  # cut across the longer axis
+    assert train[0].shape[0] + val[0].shape[0] == 256
+    objects = (samples[0].labels > 0).sum()
+    held = (val[0].labels > 0).sum()
+    assert 0.15 < held / objects <= 0.3  # about a quarter of the labelled pixels, not of the rows
+
+
+def test_validation_region_follows_the_labels():
+    """Scribbles painted only in the top half: the validation strip must still hold some."""
+    image = np.random.default_rng(0).random((200, 100)).astype(np.float32)
+    labels = np.zeros((200, 100), np.uint8)
+    labels[10:30, 10:40] = 1
+    labels[60:80, 50:90] = 2
+    samples = prepare([Pair("s", image, labels)], "semantic", 2, 1, Normalization(), unlabelled_zero=True)
+    train, val = split_holdout(samples, 0.2, np.random.default_rng(0))
+    assert (val[0].targets >= 0).any() and (train[0].targets >= 0).any()
+    assert set(np.unique(val[0].targets[val[0].targets >= 0])) == {1}
+
+
+def test_validation_refused_when_it_would_hold_no_labels():
+    image = np.zeros((64, 64), np.float32)
+    labels = np.zeros((64, 64), np.uint16)
+    labels[30, 30] = 1  # one single labelled row
+    samples = prepare([Pair("s", image, labels)], "instance", 3, 1, Normalization())
+    with pytest.raises(ValueError, match="too concentrated"):
+        split_holdout(samples, 0.2, np.random.default_rng(0))
+
+
+def test_planes_of_one_stack_are_not_split_on_both_sides(membranes):
+    img, lab = membranes
+    stacks = [Pair(f"stack{k}", np.stack([img[:64, :64]] * 3), np.stack([lab[:64, :64]] * 3), axes="ZYX")
+              for k in range(4)]
+    samples = prepare(stacks, "semantic", 2, 1, Normalization())
+    train, val = split_holdout(samples, 0.25, np.random.default_rng(0))
+    assert {s.source for s in train}.isdisjoint({s.source for s in val})
+    assert len(val) == 3  # one whole stack
 
 
 def test_kfold_bookkeeping(data_dir):

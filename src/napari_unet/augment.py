@@ -1,10 +1,11 @@
 """Data augmentation on batches of patches, on the training device.
 
 The same geometric transform is applied to the image, the targets (nearest neighbour) and the
-weights of a patch: flips, 90 degree rotations, and the elastic deformation of the U-Net
-paper (random displacements on a coarse 3x3 grid drawn from a Gaussian with 10 px standard
-deviation, interpolated bicubically to a smooth per-pixel field). Intensities are scaled and
-shifted.
+weights of a patch: flips, 90 degree rotations, a random zoom (objects of other sizes than
+the painted ones), and the elastic deformation of the U-Net paper (random displacements on a
+coarse 3x3 grid drawn from a Gaussian with 10 px standard deviation, interpolated bicubically
+to a smooth per-pixel field). Intensities are scaled and shifted, and Gaussian noise is added
+(other microscopes, other exposure).
 
 Why not torchvision.transforms.v2: its ElasticTransform draws an independent displacement per
 pixel and smooths it with a Gaussian, which is a different deformation model than the paper's
@@ -14,6 +15,7 @@ version on a whole batch with ``grid_sample`` on the GPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,12 +36,18 @@ class Augmentation:
         Number of control points per axis (paper: 3).
     intensity : float
         Random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (0 = off).
+    scale : float
+        Random zoom by a factor in [1 / (1 + s), 1 + s], log-uniform (0 = off).
+    noise : float
+        Gaussian noise with a standard deviation drawn in [0, noise] per patch (0 = off).
     """
 
     flips: bool = True
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
     intensity: float = 0.1
+    scale: float = 0.0
+    noise: float = 0.0
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -48,26 +56,36 @@ def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(x, k, dims=(-2, -1))
 
 
-def elastic_field(batch: int, height: int, width: int, sigma: float, grid: int, generator: torch.Generator, device) -> torch.Tensor:
-    """Sampling grid (batch, height, width, 2) in grid_sample's normalised coordinates."""
+def elastic_field(
+    batch: int, height: int, width: int, sigma: float, grid: int, generator: torch.Generator, device,
+    zoom: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sampling grid (batch, height, width, 2) in grid_sample's normalised coordinates.
+
+    ``zoom`` (batch,) magnifies the content about the patch centre (2 = objects twice as large).
+    """
     coarse = (torch.randn(batch, 2, grid, grid, generator=generator) * sigma).to(device)
     dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
     ys = torch.linspace(-1, 1, height, device=device)
     xs = torch.linspace(-1, 1, width, device=device)
     base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
-    gx = base_x + dense[:, 1] * 2 / max(width - 1, 1)
-    gy = base_y + dense[:, 0] * 2 / max(height - 1, 1)
+    if zoom is None:
+        zoom = torch.ones(batch)
+    shrink = (1 / zoom.to(device))[:, None, None]
+    gx = base_x * shrink + dense[:, 1] * 2 / max(width - 1, 1)
+    gy = base_y * shrink + dense[:, 0] * 2 / max(height - 1, 1)
     return torch.stack([gx, gy], dim=-1)
 
 
 def augment(
     image: torch.Tensor,
     targets: torch.Tensor,
-    weights: torch.Tensor,
+    maps: torch.Tensor,
     settings: Augmentation,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augment a batch: image (B, C, H, W) float, targets (B, H, W) long, weights (B, H, W).
+    """Augment a batch: image (B, C, H, W) float, targets (B, H, W) long, maps (B, K, H, W)
+    float (loss weights, distance targets) that move with the targets.
 
     Random numbers come from ``generator`` (CPU), so runs are reproducible with a seed.
     """
@@ -77,7 +95,7 @@ def augment(
         fs = torch.randint(0, 2, (b,), generator=generator).tolist()
         image = torch.stack([_dihedral(image[i], ks[i], bool(fs[i])) for i in range(b)])
         targets = torch.stack([_dihedral(targets[i], ks[i], bool(fs[i])) for i in range(b)])
-        weights = torch.stack([_dihedral(weights[i], ks[i], bool(fs[i])) for i in range(b)])
+        maps = torch.stack([_dihedral(maps[i], ks[i], bool(fs[i])) for i in range(b)])
     elif settings.flips:
         fy = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
         fx = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
@@ -85,17 +103,25 @@ def augment(
         image = torch.where(fx[:, None, None, None], image.flip(-1), image)
         targets = torch.where(fy[:, None, None], targets.flip(-2), targets)
         targets = torch.where(fx[:, None, None], targets.flip(-1), targets)
-        weights = torch.where(fy[:, None, None], weights.flip(-2), weights)
-        weights = torch.where(fx[:, None, None], weights.flip(-1), weights)
-    if settings.elastic_sigma > 0:
-        grid = elastic_field(b, h, w, settings.elastic_sigma, settings.elastic_grid, generator, image.device)
+        maps = torch.where(fy[:, None, None, None], maps.flip(-2), maps)
+        maps = torch.where(fx[:, None, None, None], maps.flip(-1), maps)
+    zoom = None
+    if settings.scale > 0:
+        top = math.log1p(settings.scale)
+        zoom = torch.exp((torch.rand(b, generator=generator) * 2 - 1) * top)
+    if settings.elastic_sigma > 0 or zoom is not None:
+        grid = elastic_field(b, h, w, settings.elastic_sigma, settings.elastic_grid, generator, image.device, zoom)
         image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-        stacked = torch.stack([targets.float(), weights], dim=1)
+        stacked = torch.cat([targets[:, None].float(), maps], dim=1)
         stacked = F.grid_sample(stacked, grid, mode="nearest", padding_mode="reflection", align_corners=True)
-        targets, weights = stacked[:, 0].round().long(), stacked[:, 1]
+        targets, maps = stacked[:, 0].round().long(), stacked[:, 1:]
     if settings.intensity > 0:
         a = settings.intensity
         scale = 1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
         shift = (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
         image = image * scale.to(image.device) + shift.to(image.device)
-    return image, targets, weights
+    if settings.noise > 0:
+        std = torch.rand(b, 1, 1, 1, generator=generator) * settings.noise
+        noise = torch.randn(image.shape, generator=generator) * std
+        image = image + noise.to(image.device)
+    return image, targets, maps

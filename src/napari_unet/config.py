@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES = ("unet-paper", "smp")
+ARCHITECTURES = ("unet", "unet-paper", "smp")
+INSTANCE_TARGETS = ("distance", "3-class")
 MODES = ("semantic", "instance")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -38,16 +39,22 @@ class ModelConfig:
     Parameters
     ----------
     arch : str
-        ``unet-paper`` (Ronneberger et al. 2015, valid convolutions) or ``smp``
+        ``unet`` (the paper's layout with padded convolutions: fast to train, halo measured),
+        ``unet-paper`` (Ronneberger et al. 2015, valid convolutions, exact tiling) or ``smp``
         (a segmentation-models-pytorch U-Net with a chosen encoder, padded convolutions).
     in_channels : int
         Number of image channels the network takes.
     classes : int
-        Number of output classes (instance mode: 3 = background, interior, boundary).
+        Number of output channels: semantic classes; instance mode 3 (background, interior,
+        boundary) with ``3-class`` targets, 2 (foreground, distance) with ``distance`` targets.
     class_names : tuple of str
         Optional names, one per class.
     mode : str
         ``semantic`` (labels are classes) or ``instance`` (labels are object ids).
+    instance_targets : str
+        Instance mode: what the network learns. ``distance``: foreground probability and the
+        distance to the object's boundary, scaled to 0..1 per object (seeded watershed on it);
+        ``3-class``: background / interior / boundary classes (the U-Net paper's recipe).
     depth : int
         Number of 2x2 poolings of ``unet-paper`` (the paper uses 4).
     base_width : int
@@ -65,6 +72,7 @@ class ModelConfig:
     classes: int = 2
     class_names: tuple[str, ...] = ()
     mode: str = "semantic"
+    instance_targets: str = "3-class"
     depth: int = 4
     base_width: int = 64
     batch_norm: bool = False
@@ -80,10 +88,11 @@ class ModelConfig:
         _positive("base_width", self.base_width)
         if self.depth > 6:
             raise ConfigError(f"depth {self.depth} is too deep for microscopy tiles; use 1 to 6")
-        if self.mode == "instance" and self.classes != 3:
+        _choice("instance targets", self.instance_targets, INSTANCE_TARGETS)
+        if self.mode == "instance" and self.classes != self.instance_outputs():
             raise ConfigError(
-                "instance mode predicts 3 classes (background, interior, boundary); "
-                f"got classes={self.classes}"
+                f"instance mode with {self.instance_targets} targets predicts "
+                f"{self.instance_outputs()} channels ({', '.join(self.names())}); got classes={self.classes}"
             )
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.class_names and len(self.class_names) != self.classes:
@@ -95,11 +104,22 @@ class ModelConfig:
 
             check_encoder(self.encoder)
 
+    def instance_outputs(self) -> int:
+        return 2 if self.instance_targets == "distance" else 3
+
+    @property
+    def activation(self) -> str:
+        """How network outputs become probabilities: ``softmax`` over classes, or ``sigmoid``
+        per channel (distance targets: foreground probability, scaled distance)."""
+        return "sigmoid" if self.mode == "instance" and self.instance_targets == "distance" else "softmax"
+
     def names(self) -> tuple[str, ...]:
         """Class names, with defaults when none were given."""
         if self.class_names:
             return self.class_names
         if self.mode == "instance":
+            if self.instance_targets == "distance":
+                return ("foreground", "distance")
             return ("background", "interior", "boundary")
         return ("background",) + tuple(f"class {i}" for i in range(1, self.classes))
 
@@ -144,6 +164,9 @@ class PredictConfig:
     mixed_precision : bool
         On GPU, run the network in bfloat16 (float16 where bf16 is not supported): faster and
         lighter, at the cost of small probability differences. Off = float32 everywhere.
+    tta : bool
+        Test-time augmentation: average the probabilities over the 8 flips and 90 degree
+        rotations of every tile (8 times slower; smoother, usually more accurate results).
     """
 
     tile: int | None = None
@@ -151,6 +174,7 @@ class PredictConfig:
     batch: int = 4
     device: str = "auto"
     mixed_precision: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.tile is not None:

@@ -42,20 +42,35 @@ class Sample:
     targets: np.ndarray  # (H, W) int16, -1 = ignored
     weights: np.ndarray  # (H, W) float32
     foreground: np.ndarray  # flat indices of pixels worth centring a patch on
+    distance: np.ndarray | None = None  # (H, W) float32, distance targets only
+    source: str = ""  # the image (stack) the plane comes from
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.targets.shape
 
-    def crop(self, rows: slice, name: str) -> Sample:
-        t = self.targets[rows]
+    def maps(self, index: tuple = (slice(None), slice(None))) -> np.ndarray:
+        """Float maps that follow the targets through augmentation, (K, ...): the loss weights,
+        then the distance targets when there are any."""
+        if self.distance is None:
+            return self.weights[index][None]
+        return np.stack([self.weights[index], self.distance[index]])
+
+    def labelled_pixels(self) -> np.ndarray:
+        """Pixels that say something: objects, painted scribbles, non-background classes."""
+        return self.targets > 0
+
+    def crop(self, region: tuple[slice, slice], name: str) -> Sample:
+        t = self.targets[region]
         return Sample(
             name=name,
-            image=self.image[:, rows],
-            labels=self.labels[rows],
+            image=self.image[(slice(None),) + region],
+            labels=self.labels[region],
             targets=t,
-            weights=self.weights[rows],
+            weights=self.weights[region],
             foreground=_foreground(t),
+            distance=None if self.distance is None else self.distance[region],
+            source=self.source,
         )
 
 
@@ -76,8 +91,11 @@ def pairs_from_folders(images: str | Path, labels: str | Path) -> list[Pair]:
 
 
 def _foreground(targets: np.ndarray, limit: int = 200_000) -> np.ndarray:
-    """Flat indices of object/class pixels (at most ``limit``, evenly thinned)."""
+    """Flat indices of labelled pixels worth centring a patch on (at most ``limit``, evenly
+    thinned): object or class pixels, and with scribbles every painted pixel (class 0 too)."""
     idx = np.flatnonzero(targets > 0)
+    if (targets < 0).any():  # scribbles: centre on any painted pixel, background class included
+        idx = np.flatnonzero(targets >= 0)
     if idx.size > limit:
         idx = idx[:: idx.size // limit + 1]
     return idx.astype(np.int64)
@@ -94,6 +112,7 @@ def prepare(
     boundary_width: int = 2,
     w0: float = 10.0,
     sigma: float = 5.0,
+    instance_targets: str = "3-class",
 ) -> list[Sample]:
     """Check every pair and turn it into samples (one per plane)."""
     samples = []
@@ -121,35 +140,68 @@ def prepare(
             if not lab.any():
                 continue  # an unannotated plane of a stack teaches nothing
             img = norm.apply(planes.read(i, *full), lo, hi)
-            targets, weights = make_targets(
+            targets, weights, distance = make_targets(
                 lab, mode, classes, unlabelled_zero=unlabelled_zero,
-                boundary_width=boundary_width, w0=w0, sigma=sigma,
+                boundary_width=boundary_width, w0=w0, sigma=sigma, instance_targets=instance_targets,
             )
             name = pair.name if planes.n == 1 else f"{pair.name}[{i}]"
-            samples.append(Sample(name, img, lab, targets, weights, _foreground(targets)))
+            samples.append(Sample(name, img, lab, targets, weights, _foreground(targets), distance, pair.name))
     if not samples:
         raise LabelsError("no labelled pixels in any of the training images")
     return samples
 
 
 def split_holdout(samples: list[Sample], fraction: float, rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:
-    """Random hold-out of ``fraction`` of the samples (at least one); with a single sample, the
-    bottom ``fraction`` of its rows is held out instead."""
+    """Hold out about ``fraction`` of the labelled data for validation.
+
+    Several images: whole images (all planes of a stack together, so that neighbouring
+    z-slices or frames never fall on both sides), chosen at random. One stack: a contiguous
+    block of its planes. One plane: a strip of it cut where it leaves about ``fraction`` of the
+    labelled pixels on the validation side. Raises when validation would hold no labels.
+    """
     if not 0 < fraction < 1:
         raise LabelsError(f"validation fraction must be between 0 and 1, got {fraction}")
     if len(samples) == 1:
-        s = samples[0]
-        cut = int(round(s.shape[0] * (1 - fraction)))
-        cut = min(max(cut, 1), s.shape[0] - 1)
-        train, val = s.crop(slice(0, cut), f"{s.name} (top)"), s.crop(slice(cut, None), f"{s.name} (bottom)")
-        if not train.foreground.size and not (train.targets >= 0).any():
-            raise LabelsError("the training part of the only image holds no labels")
-        return [train], [val]
-    order = rng.permutation(len(samples))
-    n_val = min(len(samples) - 1, max(1, int(round(fraction * len(samples)))))
-    val = [samples[i] for i in sorted(order[:n_val])]
-    train = [samples[i] for i in sorted(order[n_val:])]
+        return _split_plane(samples[0], fraction)
+    sources = list(dict.fromkeys(s.source for s in samples))
+    if len(sources) == 1:
+        n_val = min(len(samples) - 1, max(1, int(round(fraction * len(samples)))))
+        return samples[:-n_val], samples[-n_val:]
+    order = rng.permutation(len(sources))
+    n_val = min(len(sources) - 1, max(1, int(round(fraction * len(sources)))))
+    held = {sources[i] for i in order[:n_val]}
+    train = [s for s in samples if s.source not in held]
+    val = [s for s in samples if s.source in held]
     return train, val
+
+
+def _split_plane(s: Sample, fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Cut one plane across its longer axis so that the validation strip (bottom or right)
+    holds about ``fraction`` of the labelled pixels, and both parts hold some."""
+    axis = 0 if s.shape[0] >= s.shape[1] else 1
+    labelled = s.labelled_pixels()
+    if not labelled.any():
+        labelled = s.targets >= 0
+    profile = labelled.sum(axis=1 - axis).astype(np.float64)
+    total = profile.sum()
+    cumulative = np.cumsum(profile)
+    n = s.shape[axis]
+    # the first line after which the rest holds no more than `fraction` of the labels
+    cut = int(np.searchsorted(cumulative, total * (1 - fraction)) + 1)
+    cut = min(max(cut, 1), n - 1)
+    if cumulative[cut - 1] == 0 or cumulative[cut - 1] == total:
+        raise LabelsError(
+            f"{s.name}: the labels are too concentrated to hold part of them out for validation "
+            "(all labelled pixels lie in one strip); paint objects or classes in more places, "
+            "add another labelled image, or train without validation on more images"
+        )
+    def region(sl: slice) -> tuple[slice, slice]:
+        return (sl, slice(None)) if axis == 0 else (slice(None), sl)
+
+    side = ("top", "bottom") if axis == 0 else ("left", "right")
+    train = s.crop(region(slice(0, cut)), f"{s.name} ({side[0]})")
+    val = s.crop(region(slice(cut, None)), f"{s.name} ({side[1]})")
+    return [train], [val]
 
 
 def kfold(samples: list[Sample], k: int, rng: np.random.Generator) -> list[tuple[list[Sample], list[Sample]]]:
@@ -180,6 +232,7 @@ class PatchSampler:
         self.p = area / area.sum()
 
     def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image (C, S, S), targets (S, S), maps (K, S, S)) of one random patch."""
         s = self.samples[self.rng.choice(len(self.samples), p=self.p)]
         h, w = s.shape
         if s.foreground.size and self.rng.random() < self.foreground:
@@ -190,7 +243,7 @@ class PatchSampler:
         rows = reflect_indices(y0, y0 + self.size, h)
         cols = reflect_indices(x0, x0 + self.size, w)
         ix = np.ix_(rows, cols)
-        return s.image[(slice(None),) + ix], s.targets[ix], s.weights[ix]
+        return s.image[(slice(None),) + ix], s.targets[ix], s.maps(ix)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [self.patch() for _ in range(n)]

@@ -61,9 +61,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision type for ``device``: bf16 where supported, else fp16 on GPU, none on CPU."""
+    """Mixed precision type for ``device``: bf16 on GPUs that compute it natively (compute
+    capability 8.0 and newer: A100, RTX 30xx, H100), fp16 on older GPUs (V100, T4, RTX 20xx
+    report bf16 "supported" but emulate it, slower than fp32), none on CPU."""
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
     return None
 
 

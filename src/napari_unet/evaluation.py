@@ -23,13 +23,15 @@ from .tiling import plan_tiles, predict_tiles
 def headline(metrics: dict, mode: str) -> float:
     """The one number training optimises: AP@0.5 (instance) or mean foreground F1 (semantic)."""
     if mode == "instance":
+        if not metrics.get("true_objects", 1):
+            return float("nan")  # nothing to find: undefined, the loss decides
         return float(metrics.get("ap@0.5", 0.0))
     f1 = [v["f1"] for k, v in metrics.get("per_class", {}).items() if k != metrics.get("_background")]
     f1 = [x for x in f1 if np.isfinite(x)]
-    return float(np.mean(f1)) if f1 else 0.0
+    return float(np.mean(f1)) if f1 else float("nan")
 
 
-def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device) -> np.ndarray:
+def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device, tta: bool = False) -> np.ndarray:
     """Class probabilities (K, H, W) of an already normalised (C, H, W) image."""
     planes = Planes(image, "CYX")
     plan = plan_tiles((planes.height, planes.width), model.geometry, model.tile, model.halo)
@@ -37,7 +39,7 @@ def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device
     zeros = np.zeros(planes.channels, np.float32)
     ones = np.ones(planes.channels, np.float32)
     gen = predict_tiles(model.network.to(device), planes, zeros, ones, plan, device=device,
-                        batch=4, probabilities_out=probs)
+                        batch=4, probabilities_out=probs, activation=model.config.activation, tta=tta)
     for _ in gen:
         pass
     return probs
@@ -83,12 +85,12 @@ class Scorer:
         return out
 
 
-def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, min_size: int = 15) -> dict:
-    """Validation metrics on prepared samples (normalised images, integer labels)."""
+def score_probabilities(model: UNetModel, samples: Iterable, probabilities: list, min_size: int = 15) -> dict:
+    """Validation metrics of predicted probabilities on prepared samples (integer labels,
+    targets with -1 = unlabelled)."""
     scorer = Scorer(model, unlabelled_zero=False)
     post = replace(PostProcessing.from_json(model.postprocessing), min_size=min_size)
-    for s in samples:
-        probs = predict_normalized(model, s.image, device)
+    for s, probs in zip(samples, probabilities):
         if model.config.mode == "instance":
             scorer.add(s.labels, post.apply(probs))
         else:
@@ -97,6 +99,13 @@ def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, 
             keep = s.targets >= 0
             scorer.cm += M.confusion(np.where(keep, s.targets, -1), pred, scorer.classes)
     return scorer.summary()
+
+
+def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, min_size: int = 15) -> dict:
+    """Validation metrics on prepared samples (normalised images, integer labels)."""
+    samples = list(samples)
+    probs = [predict_normalized(model, s.image, device) for s in samples]
+    return score_probabilities(model, samples, probs, min_size)
 
 
 def evaluate_pairs(model, pairs, predict_fn, unlabelled_zero: bool = False) -> Generator[tuple[str, int, int], None, tuple[dict, list]]:

@@ -25,26 +25,70 @@ def instances_from_probabilities(
 ) -> np.ndarray:
     """Instance labels (int32, 0 = background) of one plane.
 
-    Seeds are connected regions where P(interior) > ``interior_threshold``; they grow by a
-    watershed on -P(interior) into the foreground (1 - P(background) > ``foreground_threshold``);
-    objects smaller than ``min_size`` pixels are dropped; ids start at ``first_id`` and are
-    consecutive.
+    ``probabilities`` is either (3, Y, X) background / interior / boundary probabilities, or
+    (2, Y, X) foreground probability and scaled boundary distance (``distance`` targets).
+    Seeds are connected regions where P(interior), or the distance, exceeds
+    ``interior_threshold``; they grow by a watershed on -P(interior) (or -distance) into the
+    foreground (P(foreground) > ``foreground_threshold``). Then holes inside an object are
+    filled, fragments enclosed by a single object are merged into it, objects smaller than
+    ``min_size`` pixels are dropped, and ids start at ``first_id`` and are consecutive.
     """
+    return drop_small(segment(probabilities, interior_threshold, foreground_threshold), min_size, first_id)
+
+
+def segment(probabilities: np.ndarray, interior_threshold: float, foreground_threshold: float) -> np.ndarray:
+    """Seeded watershed and :func:`merge_enclosed`, before any size filter (ids not consecutive)."""
     p = np.asarray(probabilities, dtype=np.float32)
-    if p.ndim != 3 or p.shape[0] != 3:
-        raise ValueError(f"expected probabilities of shape (3, Y, X), got {p.shape}")
-    interior = p[INTERIOR] > interior_threshold
-    foreground = (1.0 - p[BACKGROUND]) > foreground_threshold
-    seeds, n = ndi.label(interior)
+    if p.ndim != 3 or p.shape[0] not in (2, 3):
+        raise ValueError(f"expected probabilities of shape (3, Y, X) or (2, Y, X), got {p.shape}")
+    if p.shape[0] == 3:
+        height = p[INTERIOR]
+        foreground = (1.0 - p[BACKGROUND]) > foreground_threshold
+    else:
+        height = p[1]
+        foreground = p[0] > foreground_threshold
+    seeds, n = ndi.label((height > interior_threshold) & foreground)
     if n == 0:
         return np.zeros(p.shape[1:], np.int32)
-    labels = watershed(-p[INTERIOR], markers=seeds, mask=foreground | interior)
+    labels = watershed(-height, markers=seeds, mask=foreground)
+    return merge_enclosed(labels)
+
+
+def drop_small(labels: np.ndarray, min_size: int, first_id: int = 1) -> np.ndarray:
+    """Objects of fewer than ``min_size`` pixels removed; ids consecutive from ``first_id``."""
     sizes = np.bincount(labels.ravel())
     keep = sizes >= min_size
     keep[0] = False
     new_ids = np.zeros(len(sizes), np.int32)
     new_ids[keep] = np.arange(first_id, first_id + int(keep.sum()), dtype=np.int32)
     return new_ids[labels]
+
+
+def merge_enclosed(labels: np.ndarray) -> np.ndarray:
+    """Fill holes and absorb objects that lie inside one object.
+
+    A background region that does not touch the image border and is surrounded by a single
+    object becomes part of that object; an object whose whole outline touches one other object
+    (no background) is merged into it. Nuclei with bright chromocentres otherwise come out as
+    rings with small objects inside. Returns a new array; ``labels`` is not modified.
+    """
+    labels = np.array(labels, dtype=np.int32, copy=True)
+    background, n_bg = ndi.label(labels == 0)
+    # regions to check: background components (negative ids) and objects
+    for region, count, is_background in ((background, n_bg, True), (labels, int(labels.max()), False)):
+        slices = ndi.find_objects(region)
+        for i, sl in enumerate(slices, start=1):
+            if sl is None:
+                continue
+            if is_background and any(s.start == 0 or s.stop == n for s, n in zip(sl, labels.shape)):
+                continue  # open to the image border: not a hole
+            win = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(sl, labels.shape))
+            inside = region[win] == i
+            ring = ndi.binary_dilation(inside) & ~inside
+            around = np.unique(labels[win][ring])
+            if around.size == 1 and around[0] != 0 and (is_background or around[0] != i):
+                labels[win][inside] = around[0]
+    return labels
 
 
 @dataclass(frozen=True)
@@ -77,17 +121,44 @@ GRID = {
 }
 
 
-def tune(probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict = GRID) -> tuple[PostProcessing, float]:
+def grid_for(channels: int, object_area: float | None = None) -> dict:
+    """Candidate settings: seed thresholds suited to the representation, minimum sizes
+    relative to the typical object area of the training labels when it is known."""
+    grid = dict(GRID)
+    if channels == 2:
+        grid["interior_threshold"] = (0.3, 0.4, 0.5, 0.6)
+        grid["foreground_threshold"] = (0.4, 0.5, 0.6)
+    if object_area:
+        grid["min_size"] = tuple(sorted({max(3, int(round(f * object_area))) for f in (0.05, 0.15, 0.3)}))
+    return grid
+
+
+def object_size(labels: list[np.ndarray]) -> dict:
+    """Typical object size of instance labels: median area (px) and equivalent diameter (px)."""
+    areas = np.concatenate([np.bincount(np.asarray(lab).ravel())[1:] for lab in labels])
+    areas = areas[areas > 0]
+    if areas.size == 0:
+        return {}
+    area = float(np.median(areas))
+    return {"area": area, "diameter": float(2 * np.sqrt(area / np.pi)), "objects": int(areas.size)}
+
+
+def tune(
+    probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict | None = None,
+    object_area: float | None = None,
+) -> tuple[PostProcessing, float]:
     """The post-processing with the best AP@0.5 on labelled images (use validation images,
     never test images). Returns the settings and their AP."""
     from .metrics import match_counts, summarize_matches
 
+    if grid is None:
+        grid = grid_for(probabilities[0].shape[0] if probabilities else 3, object_area)
     best, best_ap = PostProcessing(), -1.0
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        candidate = PostProcessing(**dict(zip(keys, values)))
-        counts = [match_counts(lab, candidate.apply(p), (0.5,)) for p, lab in zip(probabilities, labels)]
-        ap = summarize_matches(counts)["ap@0.5"]
-        if ap > best_ap + 1e-9:
-            best, best_ap = candidate, ap
+    for seed, fg in itertools.product(grid["interior_threshold"], grid["foreground_threshold"]):
+        segmented = [segment(p, seed, fg) for p in probabilities]  # the size filter comes after
+        for min_size in grid["min_size"]:
+            counts = [match_counts(lab, drop_small(seg, min_size), (0.5,)) for seg, lab in zip(segmented, labels)]
+            ap = summarize_matches(counts)["ap@0.5"]
+            if ap > best_ap + 1e-9:
+                best, best_ap = PostProcessing(seed, fg, int(min_size)), ap
     return best, best_ap

@@ -99,6 +99,7 @@ def summarize_matches(counts: list[dict[float, dict]]) -> dict:
         out[f"f1@{key}"] = _ratio(2 * tp, 2 * tp + fp + fn)
         out[f"mean_matched_iou@{key}"] = _ratio(iou_sum, tp)
         out[f"tp@{key}"], out[f"fp@{key}"], out[f"fn@{key}"] = tp, fp, fn
+        out["true_objects"] = tp + fn
     return out
 
 

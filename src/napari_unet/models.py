@@ -2,7 +2,10 @@
 
 ``unet-paper`` is the network of Ronneberger, Fischer & Brox (2015) in plain torch: valid
 (unpadded) 3x3 convolutions, so every output pixel sees a fixed context (the halo) and tiles
-can be stitched exactly. ``smp`` wraps a segmentation-models-pytorch U-Net (padded
+can be stitched exactly. ``unet`` is the same layout with padded convolutions: the output has
+the size of the input, so a training patch costs no discarded border (the paper network
+computes 316x316 inputs for 132x132 outputs), which makes it 2-3x more efficient per labelled
+pixel on a CPU; its halo is measured. ``smp`` wraps a segmentation-models-pytorch U-Net (padded
 convolutions) with any of its encoders.
 
 Each network carries a :class:`Geometry` that says which input sizes it takes, how large its
@@ -105,6 +108,11 @@ def paper_geometry(depth: int) -> Geometry:
     return Geometry(step=2**depth, valid_margin=(n - out_size(n)) // 2, min_input=n)
 
 
+def padded_geometry(depth: int) -> Geometry:
+    """Padded U-Net with ``depth`` poolings: any multiple of 2**depth, output = input."""
+    return Geometry(step=2**depth, valid_margin=0, min_input=2**depth)
+
+
 def smp_geometry() -> Geometry:
     """smp U-Nets pool five times and pad their convolutions: inputs divisible by 32."""
     return Geometry(step=32, valid_margin=0, min_input=32)
@@ -115,10 +123,10 @@ def smp_geometry() -> Geometry:
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, batch_norm: bool) -> None:
+    def __init__(self, cin: int, cout: int, batch_norm: bool, padding: int = 0) -> None:
         layers: list[nn.Module] = []
         for c in (cin, cout):
-            layers.append(nn.Conv2d(c, cout, 3, padding=0, bias=not batch_norm))
+            layers.append(nn.Conv2d(c, cout, 3, padding=padding, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.ReLU(inplace=True))
@@ -136,7 +144,8 @@ class PaperUNet(nn.Module):
 
     Per level two unpadded 3x3 convolutions with ReLU, 2x2 max-pooling; on the way up a 2x2
     up-convolution halving the channels, the skip connection cropped and concatenated, two
-    unpadded 3x3 convolutions; a final 1x1 convolution to ``classes`` channels.
+    unpadded 3x3 convolutions; a final 1x1 convolution to ``classes`` channels. With
+    ``padded=True`` the convolutions are zero-padded (``unet``): nothing is cropped.
     """
 
     def __init__(
@@ -146,23 +155,25 @@ class PaperUNet(nn.Module):
         depth: int = 4,
         base_width: int = 64,
         batch_norm: bool = False,
+        padded: bool = False,
     ) -> None:
         super().__init__()
         widths = [base_width * 2**i for i in range(depth + 1)]
+        pad = int(padded)
         self.down = nn.ModuleList()
         cin = in_channels
         for w in widths[:-1]:
-            self.down.append(_DoubleConv(cin, w, batch_norm))
+            self.down.append(_DoubleConv(cin, w, batch_norm, pad))
             cin = w
         self.pool = nn.MaxPool2d(2)
-        self.bottom = _DoubleConv(widths[-2], widths[-1], batch_norm)
+        self.bottom = _DoubleConv(widths[-2], widths[-1], batch_norm, pad)
         self.up = nn.ModuleList()
         self.up_conv = nn.ModuleList()
         for w_low, w in zip(widths[:0:-1], widths[-2::-1]):
             self.up.append(nn.ConvTranspose2d(w_low, w, 2, stride=2))
-            self.up_conv.append(_DoubleConv(2 * w, w, batch_norm))
+            self.up_conv.append(_DoubleConv(2 * w, w, batch_norm, pad))
         self.head = nn.Conv2d(widths[0], classes, 1)
-        self.geometry = paper_geometry(depth)
+        self.geometry = padded_geometry(depth) if padded else paper_geometry(depth)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -231,15 +242,13 @@ class SmpUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def encoder_parameters(self):
-        return self.net.encoder.parameters()
-
 
 def build_network(config: ModelConfig) -> nn.Module:
     """The one factory: a fresh network for ``config``."""
-    if config.arch == "unet-paper":
+    if config.arch in ("unet-paper", "unet"):
         return PaperUNet(
-            config.in_channels, config.classes, config.depth, config.base_width, config.batch_norm
+            config.in_channels, config.classes, config.depth, config.base_width, config.batch_norm,
+            padded=config.arch == "unet",
         )
     return SmpUNet(config)
 
@@ -258,11 +267,16 @@ def replace_head(network: nn.Module, classes: int) -> None:
         )
 
 
-def encoder_parameters(network: nn.Module):
-    """Parameters of the contracting path (what ``--freeze-encoder`` freezes)."""
+def encoder_modules(network: nn.Module) -> list[nn.Module]:
+    """The contracting path (what ``--freeze-encoder`` freezes)."""
     if isinstance(network, PaperUNet):
-        return [p for block in [*network.down, network.bottom] for p in block.parameters()]
-    return list(network.encoder_parameters())
+        return [*network.down, network.bottom]
+    return [network.net.encoder]
+
+
+def encoder_parameters(network: nn.Module):
+    """Parameters of the contracting path."""
+    return [p for module in encoder_modules(network) for p in module.parameters()]
 
 
 # --------------------------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def predict(
             labels_out=None if instance else labels_out,
             probabilities_out=probabilities_out,
             mixed_precision=settings.mixed_precision,
+            activation=model.config.activation,
+            tta=settings.tta,
         )
     finally:
         if device.type != "cpu":  # give the GPU memory of the weights back too

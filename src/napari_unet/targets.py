@@ -8,6 +8,11 @@ and the weight map of the U-Net paper,
 where w_c balances class frequencies and d1, d2 are the distances to the nearest and second
 nearest object: the narrow background gaps between touching objects weigh most.
 
+The ``distance`` representation (the default for instances) is a foreground mask plus, inside
+each object, the Euclidean distance to the object's boundary divided by the object's largest
+such distance: 1 at the centre, falling towards 0 at the border, and 0 where two objects touch.
+A seeded watershed on it separates touching nuclei (torch-em and micro-sam use the same idea).
+
 Semantic labels are classes already; with ``unlabelled_zero`` the value 0 means "not
 annotated" (scribbles) and is ignored by the loss.
 """
@@ -85,6 +90,23 @@ def border_distances(labels: np.ndarray, reach: float) -> tuple[np.ndarray, np.n
     return d1, d2
 
 
+def boundary_distance(labels: np.ndarray) -> np.ndarray:
+    """Per object, the distance of each pixel to the object's boundary (background or another
+    object), divided by the largest value in that object: float32 in [0, 1], 0 on background."""
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, np.float32)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        win = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(sl, labels.shape))
+        inside = labels[win] == i
+        d = ndi.distance_transform_edt(inside)
+        top = d.max()
+        if top > 0:
+            out[win][inside] = (d[inside] / top).astype(np.float32)
+    return out
+
+
 def paper_weights(
     labels: np.ndarray, targets: np.ndarray, classes: int, w0: float = 10.0, sigma: float = 5.0
 ) -> np.ndarray:
@@ -116,11 +138,19 @@ def make_targets(
     boundary_width: int = 2,
     w0: float = 10.0,
     sigma: float = 5.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, weights) for one 2D label image; computed once, before training."""
+    instance_targets: str = "3-class",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(targets, weights, distance) for one 2D label image; computed once, before training.
+
+    ``distance`` is None except for instance labels with ``distance`` targets, where
+    ``targets`` is then the foreground (0/1) and ``distance`` the scaled boundary distance.
+    """
+    if mode == "instance" and instance_targets == "distance":
+        targets = (np.asarray(labels) > 0).astype(np.int16)
+        return targets, paper_weights(labels, targets, 2, w0, sigma), boundary_distance(labels)
     if mode == "instance":
         targets = instance_classes(labels, boundary_width)
-        return targets, paper_weights(labels, targets, 3, w0, sigma)
+        return targets, paper_weights(labels, targets, 3, w0, sigma), None
     targets = semantic_targets(labels, unlabelled_zero)
     if targets.max() >= classes:
         raise LabelsError(
@@ -129,7 +159,7 @@ def make_targets(
         )
     wc = class_balance(targets, classes)
     weights = np.where(targets >= 0, wc[np.clip(targets, 0, None)], 0.0).astype(np.float32)
-    return targets, weights
+    return targets, weights, None
 
 
 def semantic_classes(labels: list[np.ndarray], unlabelled_zero: bool) -> int:

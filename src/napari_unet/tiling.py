@@ -7,6 +7,12 @@ when the halo is larger than the image). Each output pixel is written by exactly
 centre, so there are no seams and nothing is averaged. Tile origins are multiples of the
 network's pooling step, so with valid convolutions (``unet-paper``) the tiled result equals a
 single pass over the whole mirror-extended image.
+
+Test-time augmentation (``tta``) averages the probabilities of the 8 flips and 90 degree
+rotations of each tile, as the U-Net paper did for ISBI 2012. It keeps the guarantee: a tile
+of valid size has even feature maps before every pooling, so the flipped or rotated tile is
+pooled on the flipped grid, and each of the 8 terms equals the one-pass prediction of the
+correspondingly transformed network.
 """
 
 from __future__ import annotations
@@ -100,6 +106,27 @@ def read_tile(planes: Planes, i: int, origin: tuple[int, int], plan: TilePlan) -
     return block[:, rows - r0][:, :, cols - c0]
 
 
+def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    """Network outputs (B, K, ...) to probabilities: softmax over K, or sigmoid per channel."""
+    logits = logits.float()
+    if activation == "sigmoid":
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
+
+
+def dihedral_average(fn, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``fn`` over the 8 flips and rotations of ``x`` (B, C, H, W), each mapped back."""
+    total = None
+    for flip in (False, True):
+        xf = torch.flip(x, dims=(-1,)) if flip else x
+        for k in range(4):
+            y = torch.rot90(fn(torch.rot90(xf, k, dims=(-2, -1))), -k, dims=(-2, -1))
+            if flip:
+                y = torch.flip(y, dims=(-1,))
+            total = y if total is None else total + y
+    return total / 8
+
+
 @dataclass
 class TileProgress:
     """One step of a tiled prediction."""
@@ -132,8 +159,13 @@ def predict_tiles(
     labels_out: np.ndarray | None = None,
     probabilities_out: np.ndarray | None = None,
     mixed_precision: bool = True,
+    activation: str = "softmax",
+    tta: bool = False,
 ) -> Generator[TileProgress, None, TiledResult]:
     """Predict every plane tile by tile; yield progress after each batch of tiles.
+
+    ``activation`` turns the network outputs into probabilities (``softmax`` or ``sigmoid``);
+    ``tta`` averages them over the 8 flips and rotations of each tile (8 times the work).
 
     Writes argmax classes into ``labels_out`` (shape ``planes.label_shape``) and/or per-class
     probabilities into ``probabilities_out`` (classes first, then ``planes.label_shape``).
@@ -149,9 +181,12 @@ def predict_tiles(
     if channels_last:
         network.to(memory_format=torch.channels_last)
 
+    def once(x: torch.Tensor) -> torch.Tensor:
+        return activate(network(x), activation)
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, mixed_precision), full_float32(not mixed_precision):
-            return torch.softmax(network(x).float(), dim=1)
+            return dihedral_average(once, x) if tta else once(x)
 
     done = 0
     yield TileProgress(done=0, total=total, batch=state["batch"])

@@ -28,10 +28,10 @@ from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import autocast, autocast_dtype, release_memory, resolve_device
-from .evaluation import evaluate_samples, headline, predict_normalized
-from .instances import tune
+from .evaluation import headline, predict_normalized, score_probabilities
+from .instances import object_size, tune
 from .modelfile import UNetModel
-from .models import encoder_parameters, measure_halo, replace_head
+from .models import encoder_modules, encoder_parameters, measure_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
 
 
@@ -50,6 +50,9 @@ class TrainConfig:
     unlabelled_zero : bool
         Semantic mode: 0 means "not annotated" (scribbles), ignored by the loss; classes are
         then 1..K in the labels.
+    instance_targets : str
+        Instance mode: ``distance`` (foreground + scaled distance to the boundary; default) or
+        ``3-class`` (background / interior / boundary, the U-Net paper's targets).
     arch, encoder, depth, base_width, batch_norm : see ModelConfig
     classes : int or None
         Semantic classes; None = inferred from the labels.
@@ -58,17 +61,25 @@ class TrainConfig:
     epochs : int
         Maximum number of epochs.
     steps_per_epoch : int or None
-        Optimiser steps per epoch; None = about two passes over the labelled area (8 to 200).
+        Optimiser steps between validations; None = about two passes over the labelled area
+        (8 to 200), lengthened when validation would take more than ``val_budget`` of the time.
     patch : int
         Size of the training target patch (output pixels; the input adds the halo).
     batch : int
         Patches per step.
     lr : float
-        Learning rate (cosine decay to 1% over the run).
+        Learning rate: a short warm-up, then cosine decay to 1% over the run; with a time
+        limit, the decay follows the time, so a 20-minute run anneals by its end.
     optimizer : str
         ``adam`` or ``sgd`` (momentum 0.99, as in the paper).
     val_fraction : float
         Fraction of images held out for validation (a region when there is one image).
+    val_images : int
+        Validation images (planes) scored at each validation, a fixed subset; all are used
+        when there are fewer.
+    val_budget : float
+        Largest share of the training time spent validating (the steps between validations
+        grow to keep it).
     folds : int
         K-fold cross-validation when >= 2 (overrides ``val_fraction``).
     patience : int
@@ -76,13 +87,16 @@ class TrainConfig:
     freeze_encoder : bool
         Fine-tuning: keep the contracting path fixed.
     time_limit : float or None
-        Minutes after which training stops, keeping the best model.
+        Minutes for the whole run, final validation and post-processing tuning included:
+        training stops early enough for both to finish in time (they are estimated from
+        their last measured duration, plus 2 % margin).
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     seed : int
         Seed for sampling, augmentation and initialisation.
     boundary_width, w0, sigma : instance targets and the paper's border weights.
-    elastic_sigma, intensity, flips : augmentation (see Augmentation).
+    elastic_sigma, intensity, flips, zoom, noise : augmentation (see Augmentation; ``zoom`` is
+        its ``scale``).
     min_size : int
         Instance mode: smallest object kept when predicting.
     tile : int
@@ -91,21 +105,24 @@ class TrainConfig:
 
     mode: str = "instance"
     unlabelled_zero: bool = False
-    arch: str = "unet-paper"
+    instance_targets: str = "distance"
+    arch: str = "unet"
     encoder: str = "resnet34"
     depth: int = 4
-    base_width: int = 32
+    base_width: int = 16
     batch_norm: bool = True
     classes: int | None = None
     class_names: tuple[str, ...] = ()
     epochs: int = 50
     steps_per_epoch: int | None = None
-    patch: int = 128
+    patch: int = 256
     batch: int = 8
-    lr: float = 1e-3
+    lr: float = 2e-3
     optimizer: str = "adam"
     weight_decay: float = 0.0
     val_fraction: float = 0.2
+    val_images: int = 16
+    val_budget: float = 0.1
     folds: int = 0
     patience: int = 15
     freeze_encoder: bool = False
@@ -116,8 +133,10 @@ class TrainConfig:
     w0: float = 10.0
     sigma: float = 5.0
     elastic_sigma: float = 10.0
-    intensity: float = 0.1
+    intensity: float = 0.2
     flips: bool = True
+    zoom: float = 0.25
+    noise: float = 0.05
     min_size: int = 15
     tile: int = 256
     norm_low: float = 1.0
@@ -135,14 +154,22 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.folds == 1 or self.folds < 0:
             raise ConfigError(f"folds must be 0 (hold-out validation) or >= 2, got {self.folds}")
+        if not 0 < self.val_budget < 1:
+            raise ConfigError(f"val_budget must be between 0 and 1, got {self.val_budget}")
+        if self.val_images < 1:
+            raise ConfigError(f"val_images must be >= 1, got {self.val_images}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
         Normalization(self.norm_low, self.norm_high)
+        self.model_config(self.classes or 2, 1) if self.mode == "semantic" else self.model_config(None, 1)
 
-    def model_config(self, classes: int, in_channels: int) -> ModelConfig:
+    def model_config(self, classes: int | None, in_channels: int) -> ModelConfig:
+        if self.mode == "instance":
+            classes = 2 if self.instance_targets == "distance" else 3
         return ModelConfig(
             arch=self.arch, in_channels=in_channels, classes=classes,
             class_names=self.class_names, mode=self.mode, depth=self.depth,
             base_width=self.base_width, batch_norm=self.batch_norm, encoder=self.encoder,
+            instance_targets=self.instance_targets,
         )
 
     @property
@@ -151,7 +178,8 @@ class TrainConfig:
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(flips=self.flips, elastic_sigma=self.elastic_sigma, intensity=self.intensity)
+        return Augmentation(flips=self.flips, elastic_sigma=self.elastic_sigma, intensity=self.intensity,
+                            scale=self.zoom, noise=self.noise)
 
     def to_json(self) -> dict:
         return to_dict(self)
@@ -234,26 +262,34 @@ class Trainer:
     ) -> None:
         if not pairs:
             raise TrainingError("no training images given")
+        if init is not None and init.config.mode == "instance" == config.mode:
+            # a fine-tuned model keeps what its network learned to predict
+            config = replace(config, instance_targets=init.config.instance_targets)
         self.config = config
         self.out = Path(out) if out else None
         self.init = init
         in_channels = _in_channels(pairs, init)
-        classes = 3 if config.mode == "instance" else self._semantic_classes(pairs, init)
+        if config.mode == "instance":
+            classes = config.model_config(None, in_channels).classes
+        else:
+            classes = self._semantic_classes(pairs, init)
         self.classes = classes
         norm_settings = init.normalization if init is not None else config.normalization
         try:
             self.samples = prepare(
                 pairs, config.mode, classes, in_channels, norm_settings,
                 unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
-                w0=config.w0, sigma=config.sigma,
+                w0=config.w0, sigma=config.sigma, instance_targets=config.instance_targets,
             )
         except LabelsError as err:
             raise TrainingError(str(err)) from None
         if config.mode == "semantic":
             self._check_classes_present()
         self.in_channels = in_channels
+        self.object_size = object_size([s.labels for s in self.samples]) if config.mode == "instance" else {}
         self.model = build_model(config, classes, in_channels, init)
         self.device = resolve_device(config.device)
+        self.saved = False  # whether ``out`` now holds a model of this run
 
     def _semantic_classes(self, pairs: list[Pair], init: UNetModel | None) -> int:
         """Classes to train: as configured, else what the labels (and a starting model) hold."""
@@ -290,11 +326,13 @@ class Trainer:
         if config.folds >= 2:
             return (yield from self._cross_validate(rng))
         train, val = split_holdout(self.samples, config.val_fraction, rng)
-        fit = _Fit(self.model, train, val, config, self.device, self.out, rng)
+        fit = _Fit(self.model, train, val, config, self.device, self.out, rng,
+                   score_start=self.init is not None, object_size=self.object_size)
         try:
             result = yield from fit.run()
         finally:
             self.model = fit.model
+            self.saved = fit.saved
         return result
 
     def _cross_validate(self, rng: np.random.Generator) -> Generator[TrainProgress, None, TrainResult]:
@@ -304,7 +342,8 @@ class Trainer:
         start_state = copy.deepcopy(self.model)
         for k, (train, val) in enumerate(splits):
             model = copy.deepcopy(start_state)
-            fit = _Fit(model, train, val, self.config, self.device, None, rng, fold=(k + 1, len(splits)))
+            fit = _Fit(model, train, val, self.config, self.device, None, rng, fold=(k + 1, len(splits)),
+                       score_start=self.init is not None, object_size=self.object_size)
             result = yield from fit.run()
             results.append(result)
             if best is None or _better(result.metrics, best.metrics):
@@ -322,7 +361,13 @@ class Trainer:
 
 
 def _better(a: dict, b: dict) -> bool:
-    return (a.get("score", -1), -a.get("val_loss", math.inf)) > (b.get("score", -1), -b.get("val_loss", math.inf))
+    """Is validation result ``a`` better than ``b``? By the metric, then the loss; by the loss
+    alone when the metric is undefined (no object or class to find in the validation part)."""
+    sa, sb = a.get("score"), b.get("score")
+    la, lb = -a.get("val_loss", math.inf), -b.get("val_loss", math.inf)
+    if sa is None or sb is None or not (math.isfinite(sa) and math.isfinite(sb)):
+        return la > lb
+    return (sa, la) > (sb, lb)
 
 
 def _flatten(metrics: dict, prefix: str = "") -> dict:
@@ -349,23 +394,71 @@ def _mean_std(runs: list[dict]) -> dict:
 
 def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Pixel-weighted cross-entropy; pixels with target -1 (unlabelled) count for nothing."""
-    labelled = targets >= 0
-    ce = F.cross_entropy(logits.float(), targets.clamp(min=0), reduction="none")
-    return (ce * weights * labelled).sum() / labelled.sum().clamp(min=1)
+    ce = F.cross_entropy(logits.float(), targets, reduction="none", ignore_index=-1)
+    return (ce * weights).sum() / (targets >= 0).sum().clamp(min=1)
+
+
+def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+    """Distance targets: weighted binary cross-entropy of the foreground channel plus binary
+    cross-entropy of the scaled boundary distance (soft targets in [0, 1])."""
+    logits = logits.float()
+    labelled = (targets >= 0).float()
+    n = labelled.sum().clamp(min=1)
+    fg = F.binary_cross_entropy_with_logits(logits[:, 0], targets.clamp(min=0).float(), reduction="none")
+    dist = F.binary_cross_entropy_with_logits(logits[:, 1], distance, reduction="none")
+    return ((fg * weights).sum() + (dist * labelled).sum()) / n
+
+
+def validation_subset(samples: list[Sample], n: int) -> list[Sample]:
+    """``n`` samples spread evenly over the list (all of them when there are fewer)."""
+    if len(samples) <= n:
+        return list(samples)
+    return [samples[i] for i in np.linspace(0, len(samples) - 1, n).round().astype(int)]
+
+
+class _Schedule:
+    """Learning-rate factor: linear warm-up over the first 2 % of the run, then cosine decay
+    to 1 %. Progress is the larger of steps done / planned steps and time used / time budget,
+    so a run with a time limit anneals by its end."""
+
+    def __init__(self, total_steps: int, seconds: float | None) -> None:
+        self.total_steps, self.seconds = total_steps, seconds
+        self.progress = 0.0
+
+    def update(self, step: int, elapsed: float) -> None:
+        p = step / self.total_steps
+        if self.seconds:
+            p = max(p, elapsed / self.seconds)
+        self.progress = min(1.0, p)
+
+    def __call__(self, _: int) -> float:
+        p = self.progress
+        if p < 0.02:
+            return 0.1 + 0.9 * p / 0.02
+        q = (p - 0.02) / 0.98
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q))
 
 
 class _Fit:
     """One training run on one split (hold-out or one fold)."""
 
-    def __init__(self, model, train, val, config: TrainConfig, device, out, rng, fold=(0, 0)):
+    def __init__(self, model, train, val, config: TrainConfig, device, out, rng, fold=(0, 0),
+                 score_start: bool = False, object_size: dict | None = None):
         self.model: UNetModel = model
         self.train, self.val = train, val
+        self.val_subset = validation_subset(val, config.val_images)
         self.config, self.device, self.out, self.rng = config, device, out, rng
         self.fold = fold
+        self.score_start = score_start
+        self.object_size = object_size or {}
+        self.saved = False  # whether ``out`` holds a model of this run
+        self.distance = model.config.activation == "sigmoid"
         g = model.geometry
         self.out_patch = g.round_core(config.patch)
         self.in_patch = g.tile_input(self.out_patch, g.valid_margin)
         self.crop = g.valid_margin
+        self._val_probs: list[np.ndarray] = []
+        self._best_probs: list[np.ndarray] = []
 
     def steps_per_epoch(self) -> int:
         if self.config.steps_per_epoch:
@@ -373,22 +466,30 @@ class _Fit:
         area = sum(s.shape[0] * s.shape[1] for s in self.train)
         return int(np.clip(round(2 * area / (self.config.batch * self.out_patch**2)), 8, 200))
 
-    def _to_device(self, image, targets, weights):
+    def _to_device(self, image, targets, maps):
         d = self.device
         return (torch.from_numpy(image).to(d), torch.from_numpy(targets.astype(np.int64)).to(d),
-                torch.from_numpy(weights).to(d))
+                torch.from_numpy(maps).to(d))
 
-    def _loss(self, network, image, targets, weights):
+    def _loss(self, network, image, targets, maps):
         logits = network(image)
         c = self.crop
         if c:
-            targets, weights = targets[:, c:-c, c:-c], weights[:, c:-c, c:-c]
-        return weighted_loss(logits, targets, weights)
+            targets, maps = targets[:, c:-c, c:-c], maps[:, :, c:-c, c:-c]
+        if self.distance:
+            return distance_loss(logits, targets, maps[:, 0], maps[:, 1])
+        return weighted_loss(logits, targets, maps[:, 0])
 
     def _validation_batches(self) -> list:
         sampler = PatchSampler(self.val, self.in_patch, np.random.default_rng(12345))
         n = max(2, min(16, len(self.val) * 2))
         return [sampler.batch(self.config.batch) for _ in range(max(1, n // self.config.batch))]
+
+    def _train_mode(self, network) -> None:
+        network.train()
+        if self.config.freeze_encoder:
+            for module in encoder_modules(network):
+                module.eval()  # frozen: batch-norm statistics must not drift either
 
     def run(self) -> Generator[TrainProgress, None, TrainResult]:
         config, model, device = self.config, self.model, self.device
@@ -402,10 +503,9 @@ class _Fit:
         else:
             opt = torch.optim.SGD(params, lr=config.lr, momentum=0.99, weight_decay=config.weight_decay)
         steps = self.steps_per_epoch()
-        total_steps = steps * config.epochs
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-        )
+        limit = config.time_limit * 60 if config.time_limit else None
+        schedule = _Schedule(steps * config.epochs, limit)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
         generator = torch.Generator().manual_seed(config.seed)
         sampler = PatchSampler(self.train, self.in_patch, self.rng)
@@ -413,49 +513,72 @@ class _Fit:
         start = time.perf_counter()
         history = list(model.history)
         first_epoch = (history[-1]["epoch"] if history else 0)
+        start_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         best_state, best_metrics, best_epoch = None, None, None
         stopped, since_best = "finished", 0
         metric_name = "ap@0.5" if config.mode == "instance" else "f1"
+        val_seconds, step_seconds = None, None
+        if self.score_start:
+            # fine-tuning: the starting model is the one to beat, and is kept unless beaten
+            t0 = time.perf_counter()
+            best_metrics = self._validate(network, val_batches)
+            val_seconds = time.perf_counter() - t0
+            best_state, best_epoch = start_state, first_epoch
+            self._best_probs = self._val_probs
+            history.append({"epoch": first_epoch, "loss": float("nan"), "lr": 0.0, "seconds": val_seconds,
+                            "start": True, **best_metrics})
+            yield TrainProgress("epoch", 0, config.epochs, 0, steps, float("nan"), val_seconds,
+                                val_loss=best_metrics["val_loss"], val_metric=best_metrics.get("score"),
+                                metric_name=metric_name, best_metric=best_metrics.get("score"),
+                                best_epoch=best_epoch, fold=self.fold[0], folds=self.fold[1],
+                                message="starting model scored")
         # one background thread cuts patches (numpy) while the device trains on the previous
         # batch; a single worker keeps the random sequence, and so the run, reproducible
         prefetch = ThreadPoolExecutor(max_workers=1)
         pending = prefetch.submit(sampler.batch, config.batch)
+        epoch, record = 0, {"loss": float("nan")}
         try:
             for epoch in range(1, config.epochs + 1):
-                network.train()
+                self._train_mode(network)
                 losses = []
+                epoch_start = time.perf_counter()
                 for step in range(1, steps + 1):
                     batch = pending.result()
                     pending = prefetch.submit(sampler.batch, config.batch)  # cut the next batch meanwhile
-                    image, targets, weights = self._to_device(*batch)
-                    image, targets, weights = augment(image, targets, weights, config.augmentation, generator)
+                    image, targets, maps = self._to_device(*batch)
+                    image, targets, maps = augment(image, targets, maps, config.augmentation, generator)
                     with autocast(device):
-                        loss = self._loss(network, image, targets, weights)
+                        loss = self._loss(network, image, targets, maps)
+                    if not math.isfinite(loss.item()):
+                        raise TrainingError(
+                            "the loss became NaN or infinite; lower the learning rate (--lr) or "
+                            "check the images for extreme values (the weights were not updated)"
+                        )
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(opt)
                     scaler.update()
-                    sched.step()
-                    if not math.isfinite(loss.item()):
-                        raise TrainingError(
-                            "the loss became NaN or infinite; lower the learning rate (--lr) or "
-                            "check the images for extreme values"
-                        )
                     losses.append(loss.item())
                     elapsed = time.perf_counter() - start
+                    step_seconds = (time.perf_counter() - epoch_start) / step
+                    schedule.update((epoch - 1) * steps + step, elapsed)
+                    sched.step()
                     yield TrainProgress("step", epoch, config.epochs, step, steps, float(np.mean(losses)), elapsed,
                                         metric_name=metric_name, fold=self.fold[0], folds=self.fold[1])
-                    if config.time_limit and elapsed > config.time_limit * 60:
+                    if limit and elapsed + self._tail_seconds(val_seconds, step_seconds) > limit:
                         stopped = f"time limit of {config.time_limit:g} min reached"
                         break
+                t0 = time.perf_counter()
                 metrics = self._validate(network, val_batches)
+                val_seconds = time.perf_counter() - t0
                 record = {"epoch": first_epoch + epoch, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
-                          "seconds": time.perf_counter() - start, **metrics}
+                          "seconds": time.perf_counter() - start, "validation_seconds": val_seconds, **metrics}
                 history.append(record)
                 improved = best_metrics is None or _better(metrics, best_metrics)
                 if improved:
                     best_metrics, best_epoch, since_best = metrics, first_epoch + epoch, 0
                     best_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+                    self._best_probs = self._val_probs
                     self._save(history, best_epoch, metrics)
                 else:
                     since_best += 1
@@ -469,7 +592,11 @@ class _Fit:
                 if config.patience and since_best >= config.patience:
                     stopped = f"no improvement for {config.patience} epochs (early stopping)"
                     break
-            if best_state is not None and config.mode == "instance":
+                if not config.steps_per_epoch and step_seconds:
+                    # keep validation within its share of the time
+                    budget = config.val_budget
+                    steps = max(steps, math.ceil(val_seconds * (1 - budget) / budget / step_seconds))
+            if best_state is not None and config.mode == "instance" and self._best_probs:
                 network.load_state_dict(best_state)
                 yield TrainProgress("tuning", epoch, config.epochs, steps, steps, record["loss"],
                                     time.perf_counter() - start, metric_name=metric_name,
@@ -480,12 +607,28 @@ class _Fit:
             prefetch.shutdown(wait=True, cancel_futures=True)
             for p in network.parameters():
                 p.requires_grad_(True)
-            if best_state is not None:
-                network.load_state_dict(best_state)
+            # cancelled before any validation: the starting weights, never half-trained ones
+            network.load_state_dict(best_state if best_state is not None else start_state)
             model.history = history
             network.cpu().eval()
             release_memory(device)
+        if best_epoch == first_epoch and self.score_start:
+            stopped += "; the starting model was not beaten and is kept"
         return TrainResult(model, history, best_epoch, stopped, metrics=best_metrics or {})
+
+    def _tail_seconds(self, val_seconds: float | None, step_seconds: float | None) -> float:
+        """Time still needed after the current step: one more step, the final validation and
+        the post-processing tuning, plus a 2 % margin of the limit."""
+        step_seconds = step_seconds or 0.0
+        if val_seconds is None:
+            # not measured yet: prediction costs about a third of a training step per pixel
+            pixels = sum(s.shape[0] * s.shape[1] for s in self.val_subset)
+            val_seconds = pixels / (self.config.batch * self.out_patch**2) * step_seconds / 3
+            val_seconds += 0.05 * len(self.val_subset)
+        tune = 0.0
+        if self.config.mode == "instance":
+            tune = 12 * 0.05 * len(self.val_subset)  # 12 watersheds per image, ~50 ms each
+        return step_seconds + val_seconds + tune + 0.02 * self.config.time_limit * 60
 
     def _save(self, history, best_epoch, metrics) -> None:
         model = self.model
@@ -493,6 +636,8 @@ class _Fit:
         model.training = {"config": self.config.to_json(), "best_epoch": best_epoch,
                           "validation": metrics, "train_images": [s.name for s in self.train],
                           "validation_images": [s.name for s in self.val]}
+        if self.object_size:
+            model.training["object_size"] = self.object_size
         model.tile = model.geometry.round_core(self.config.tile)
         if self.out is not None:
             saved = copy.copy(model)
@@ -501,26 +646,28 @@ class _Fit:
                 saved.halo = measure_halo(saved.network, model.config.in_channels)
                 model.halo = saved.halo
             saved.save(self.out)
+            self.saved = True
 
     def _tune_postprocessing(self, history, best_epoch, metrics) -> None:
-        """Choose the watershed thresholds and minimum size with the best validation AP@0.5
-        (at most 30 validation images) and store them in the model (and its file)."""
-        samples = self.val[:30]
-        probs = [predict_normalized(self.model, s.image, self.device) for s in samples]
-        post, ap = tune(probs, [s.labels for s in samples])
+        """Choose the watershed thresholds and minimum size with the best validation AP@0.5 on
+        the validation subset (the probabilities of the best epoch, nothing predicted again)
+        and store them in the model (and its file)."""
+        labels = [s.labels for s in self.val_subset]
+        post, ap = tune(self._best_probs, labels, object_area=self.object_size.get("area"))
         self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
-        self._save(history, best_epoch, metrics)
+        if self.saved:
+            self._save(history, best_epoch, metrics)
 
     @torch.no_grad()
     def _validate(self, network, val_batches) -> dict:
         network.eval()
         losses = []
         for batch in val_batches:
-            image, targets, weights = self._to_device(*batch)
+            image, targets, maps = self._to_device(*batch)
             with autocast(self.device):
-                losses.append(self._loss(network, image, targets, weights).item())
-        metrics = evaluate_samples(self.model, self.val, self.device, min_size=self.config.min_size)
+                losses.append(self._loss(network, image, targets, maps).item())
         out = {"val_loss": float(np.mean(losses))}
-        out.update(metrics)
-        out["score"] = headline(metrics, self.model.config.mode)
+        self._val_probs = [predict_normalized(self.model, s.image, self.device) for s in self.val_subset]
+        out.update(score_probabilities(self.model, self.val_subset, self._val_probs, self.config.min_size))
+        out["score"] = headline(out, self.model.config.mode)
         return out
