@@ -92,3 +92,72 @@ def test_tuning_picks_the_best_postprocessing():
     p[:, 1:3, 30:33] = np.array([0.0, 0.9, 0.1])[:, None, None]  # a 6-px false positive
     best, ap = tune([p], [truth], {"interior_threshold": (0.5, 0.6), "foreground_threshold": (0.5,), "min_size": (1, 15)})
     assert ap == 1.0 and best == PostProcessing(0.5, 0.5, 15)
+
+
+def test_touching_objects_separated_from_distance_targets(nuclei):
+    """Distance representation: the targets of real touching nuclei, turned back into
+    instances, give the same objects (the distance dips to 0 where two nuclei touch)."""
+    from napari_unet.targets import boundary_distance
+
+    labels = nuclei[1].astype(np.int32)
+    distance = boundary_distance(labels)
+    p = np.stack([(labels > 0).astype(np.float32), distance])
+    out = instances_from_probabilities(p, min_size=1, interior_threshold=0.3)
+    iou, t_ids, p_ids = iou_matrix(labels, out)
+    matched = (iou.max(axis=1) > 0.5).mean()
+    assert matched > 0.95 and abs(len(p_ids) - len(t_ids)) <= 0.05 * len(t_ids)
+
+
+def test_two_touching_squares_from_distance_map():
+    from napari_unet.targets import boundary_distance
+
+    labels = np.zeros((20, 40), np.int32)
+    labels[5:15, 5:20] = 1
+    labels[5:15, 20:35] = 2
+    d = boundary_distance(labels)
+    assert d[10, 19] < 0.25 and d[10, 20] < 0.25  # low where they touch
+    assert d[labels == 1].max() == pytest.approx(1) and d[labels == 0].max() == 0
+    out = instances_from_probabilities(np.stack([(labels > 0).astype(np.float32), d]), min_size=5)
+    assert out.max() == 2 and len(np.unique(out[10])) == 3
+
+
+def test_holes_are_filled_and_enclosed_fragments_merged():
+    """A nucleus with bright chromocentres: a ring with a hole and a separate seed inside must
+    become one object, as must a fragment lying inside it."""
+    from napari_unet.instances import merge_enclosed
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:35, 5:35] = 1
+    labels[12:16, 12:16] = 0  # a hole
+    labels[20:26, 20:26] = 2  # a fragment enclosed by object 1
+    labels[0:3, 0:3] = 3  # an object touching only background: untouched
+    original = labels.copy()
+    out = merge_enclosed(labels)
+    np.testing.assert_array_equal(labels, original)  # input not modified
+    assert (out[5:35, 5:35] == 1).all()
+    assert (out[0:3, 0:3] == 3).all()
+    open_gap = np.zeros((20, 20), np.int32)
+    open_gap[:, 5:15] = 1
+    open_gap[:, 9:11] = 0  # a background channel open to the image border is not a hole
+    assert (merge_enclosed(open_gap)[:, 9:11] == 0).all()
+
+
+def test_object_size_and_relative_size_grid():
+    from napari_unet.instances import grid_for, object_size
+
+    lab = np.zeros((50, 50), np.int32)
+    lab[:10, :10] = 1  # 100 px
+    lab[20:30, 20:40] = 2  # 200 px
+    lab[40:50, 40:50] = 3  # 100 px
+    size = object_size([lab])
+    assert size["area"] == 100 and size["objects"] == 3
+    assert size["diameter"] == pytest.approx(2 * np.sqrt(100 / np.pi))
+    assert grid_for(2, size["area"])["min_size"] == (5, 15, 30)
+
+
+def test_zoom_augmentation_magnifies_about_the_centre():
+    g = torch.Generator().manual_seed(0)
+    grid = elastic_field(1, 33, 33, 0.0, 3, g, "cpu", zoom=torch.tensor([2.0]))
+    # with no elastic displacement, the corner of the patch samples halfway to the corner
+    assert torch.allclose(grid[0, 0, 0], torch.tensor([-0.5, -0.5]))
+    assert torch.allclose(grid[0, 16, 16], torch.tensor([0.0, 0.0]), atol=1e-6)

@@ -89,3 +89,17 @@ def test_bad_labels(labels, match):
 def test_semantic_class_out_of_range():
     with pytest.raises(LabelsError, match="class 3"):
         make_targets(np.array([[0, 3]]), "semantic", 2)
+
+
+def test_distance_targets_are_scaled_per_object():
+    lab = np.zeros((30, 60), np.uint16)
+    lab[5:25, 5:25] = 1  # large
+    lab[10:16, 40:46] = 2  # small
+    t, w, d = make_targets(lab, "instance", 2, instance_targets="distance")
+    assert set(np.unique(t)) == {0, 1}
+    assert d.dtype == np.float32 and d.min() == 0
+    for i in (1, 2):  # each object reaches 1 at its centre, whatever its size
+        assert d[lab == i].max() == pytest.approx(1.0)
+        assert d[lab == i].min() > 0
+    assert (d[lab == 0] == 0).all()
+    assert w.shape == lab.shape and (w > 0).all()

@@ -260,3 +260,159 @@ def test_cli_train_errors(folders, capsys):
                "--optimizer", "lbfgs"])
     assert rc == 1 and "adam, sgd" in capsys.readouterr().err
     assert not (folders / "m").exists()
+
+
+# -- time limit, fine-tuning, cancel, frozen encoder: the run's promises ---------------------
+
+
+def test_time_limit_covers_the_whole_run_including_tuning(data_dir, monkeypatch):
+    """A fake clock that advances 1 s per reading: training must stop early enough that the
+    final validation and the tuning end within the limit."""
+    from napari_unet import training
+
+    now = [0.0]
+
+    def fake_clock():
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(training, "clock", fake_clock)
+    cfg = TrainConfig(mode="instance", epochs=100, time_limit=1.0, **{**TINY, "steps_per_epoch": 50})
+    trainer = Trainer(nuclei_pairs(data_dir), cfg)
+    records, result = drive(trainer.run())
+    assert "time limit" in result.stopped
+    assert records[-1].kind == "tuning"
+    assert now[0] <= 60  # the whole run, tuning included, within the minute
+    assert trainer.model.postprocessing  # tuned, not skipped
+
+
+def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, monkeypatch):
+    from napari_unet import training
+
+    pairs = nuclei_pairs(data_dir)
+    start_trainer = Trainer(pairs, TrainConfig(mode="instance", epochs=1, **TINY))
+    drive(start_trainer.run())
+    start = start_trainer.model
+    out = tmp_path / "tuned.safetensors"
+    real = training._Fit._validate
+    calls = []
+
+    def worse_after_start(self, *args):
+        metrics = real(self, *args)
+        calls.append(metrics)
+        if len(calls) > 1:  # every fine-tuned epoch scores worse than the start
+            metrics = {**metrics, "score": -1.0, "val_loss": float("inf")}
+        return metrics
+
+    monkeypatch.setattr(training._Fit, "_validate", worse_after_start)
+    cfg = TrainConfig(mode="instance", epochs=2, **TINY)
+    trainer = Trainer(pairs, cfg, out=out, init=start)
+    records, result = drive(trainer.run())
+    assert records[0].kind == "epoch" and records[0].epoch == 0  # the start model is scored first
+    assert "starting model was not beaten" in result.stopped
+    assert not out.exists() and not trainer.saved
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        np.testing.assert_allclose(trainer.model.network.eval()(x), start.network.eval()(x), atol=1e-5)
+
+
+def test_cancel_before_the_first_validation_restores_the_start(data_dir, tmp_path):
+    torch.manual_seed(0)
+    start = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance",
+                                         instance_targets="distance", batch_norm=True))
+    before = {k: v.clone() for k, v in start.network.state_dict().items()}
+    out = tmp_path / "m.safetensors"
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=3, **TINY), out=out, init=start)
+    gen = trainer.run()
+    for rec in gen:
+        if rec.kind == "step" and rec.step == 3:
+            break
+    gen.close()
+    assert not trainer.saved and not out.exists()
+    after = trainer.model.network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no half-trained weights
+
+
+def test_frozen_encoder_keeps_batch_norm_statistics_and_trains_the_decoder(membranes):
+    from napari_unet.models import encoder_modules
+
+    torch.manual_seed(0)
+    start = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, batch_norm=True))
+    img, lab = membranes
+    enc_before = {k: v.clone() for m in encoder_modules(start.network) for k, v in m.state_dict().items()}
+    head_before = start.network.head.weight.detach().clone()
+    trainer = Trainer([Pair("m", img, lab)], TrainConfig(mode="semantic", epochs=1, freeze_encoder=True, **TINY), init=start)
+    drive(trainer.run())
+    net = trainer.model.network
+    enc_after = {k: v for m in encoder_modules(net) for k, v in m.state_dict().items()}
+    assert any("running_mean" in k for k in enc_after)
+    assert all(torch.equal(enc_before[k], enc_after[k]) for k in enc_before)  # BN statistics too
+    assert not torch.equal(net.head.weight, head_before)  # the decoder learned
+
+
+def test_nan_loss_stops_before_the_update(data_dir, monkeypatch):
+    from napari_unet import training
+
+    trainer = Trainer(nuclei_pairs(data_dir)[:1], TrainConfig(mode="instance", epochs=1, **TINY))
+    before = {k: v.clone() for k, v in trainer.model.network.state_dict().items()}
+    real = training._Fit._loss
+
+    def nan_loss(self, *args):
+        return real(self, *args) * float("nan")
+
+    monkeypatch.setattr(training._Fit, "_loss", nan_loss)
+    with pytest.raises(TrainingError, match="NaN"):
+        drive(trainer.run())
+    after = trainer.model.network.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_scribble_patches_are_centred_on_every_painted_class():
+    from napari_unet.data import _foreground
+
+    targets = np.full((10, 10), -1, np.int16)
+    targets[2, 2] = 0  # background scribble
+    targets[7, 7] = 1
+    assert set(_foreground(targets).tolist()) == {22, 77}
+    dense = np.zeros((4, 4), np.int16)
+    dense[1, 1] = 2
+    assert _foreground(dense).tolist() == [5]  # dense labels: objects/classes only
+
+
+def test_validation_subset_is_fixed_and_spread():
+    from napari_unet.training import validation_subset
+
+    items = list(range(100))
+    subset = validation_subset(items, 5)
+    assert subset == [0, 25, 50, 74, 99] or subset == [0, 25, 50, 75, 99]
+    assert validation_subset(items[:3], 5) == [0, 1, 2]
+
+
+def test_instance_model_stores_the_object_size(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    drive(Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=1, **TINY), out=out).run())
+    size = UNetModel.load(out).training["object_size"]
+    assert 20 < size["area"] < 2000 and size["objects"] > 10
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_bf16_only_on_gpus_that_compute_it(monkeypatch, capability, expected):
+    from napari_unet.devices import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what V100/T4 report
+    assert autocast_dtype(torch.device("cuda")) == expected
+
+
+def test_cli_refuses_to_overwrite_the_init_model(tmp_path, data_dir):
+    model = tmp_path / "m.safetensors"
+    UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance",
+                                 instance_targets="distance")).save(model)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    shutil.copy(data_dir / "dsb_243443ae303c.tif", images / "a.tif")
+    shutil.copy(data_dir / "dsb_243443ae303c_labels.tif", labels / "a.tif")
+    before = model.read_bytes()
+    rc = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
+               "--init", str(model), "--epochs", "1", "--quiet"])
+    assert rc != 0 and model.read_bytes() == before

@@ -88,7 +88,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
     settings = PredictConfig(
-        tile=args.tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32
+        tile=args.tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
+        tta=args.tta,
     )
     model = UNetModel.load(args.model)
     inputs = expand_inputs(args.inputs)
@@ -191,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="write an untrained model file")
-    p.add_argument("--arch", default="unet-paper", help="unet-paper (default) or smp")
+    p.add_argument("--arch", default="unet-paper", choices=["unet", "unet-paper", "smp"],
+                   help="unet (padded), unet-paper (valid convolutions, exact tiling) or smp")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name (default resnet34)")
     p.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
     p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
@@ -215,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept in pixels (default: the model's)")
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the probabilities of the 8 flips and rotations (8x slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

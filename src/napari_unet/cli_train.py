@@ -10,10 +10,11 @@ from pathlib import Path
 TRAIN_FLAGS = {
     # flag: (TrainConfig field, type, help)
     "--mode": ("mode", str, "instance (labels are object ids) or semantic (labels are classes)"),
-    "--arch": ("arch", str, "unet-paper or smp"),
+    "--arch": ("arch", str, "unet (padded, fast), unet-paper (valid convolutions, exact tiling) or smp"),
+    "--instance-targets": ("instance_targets", str, "instance mode: distance (foreground + boundary distance) or 3-class"),
     "--encoder": ("encoder", str, "smp encoder, e.g. resnet34, mobilenet_v2"),
-    "--depth": ("depth", int, "unet-paper poolings"),
-    "--base-width": ("base_width", int, "unet-paper first-level channels"),
+    "--depth": ("depth", int, "unet/unet-paper poolings"),
+    "--base-width": ("base_width", int, "unet/unet-paper first-level channels"),
     "--classes": ("classes", int, "semantic classes (default: from the labels)"),
     "--epochs": ("epochs", int, "maximum epochs"),
     "--steps": ("steps_per_epoch", int, "optimiser steps per epoch (default: automatic)"),
@@ -22,13 +23,18 @@ TRAIN_FLAGS = {
     "--lr": ("lr", float, "learning rate"),
     "--optimizer": ("optimizer", str, "adam or sgd (momentum 0.99)"),
     "--val-fraction": ("val_fraction", float, "fraction of images held out for validation"),
+    "--val-images": ("val_images", int, "validation images scored at each validation (a fixed subset)"),
+    "--val-budget": ("val_budget", float, "largest share of the time spent validating"),
     "--folds": ("folds", int, "K-fold cross-validation with K folds"),
     "--patience": ("patience", int, "early stopping after this many epochs without improvement"),
-    "--time-limit": ("time_limit", float, "stop after this many minutes, keeping the best model"),
+    "--time-limit": ("time_limit", float, "minutes for the whole run, final tuning included; the best model is kept"),
     "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
     "--seed": ("seed", int, "random seed"),
     "--boundary-width": ("boundary_width", int, "instance mode: boundary class width in pixels"),
-    "--min-size": ("min_size", int, "instance mode: smallest object kept (pixels)"),
+    "--min-size": ("min_size", int, "instance mode: smallest object kept during validation (pixels)"),
+    "--zoom": ("zoom", float, "augmentation: random zoom in [1/(1+z), 1+z]"),
+    "--noise": ("noise", float, "augmentation: Gaussian noise of standard deviation up to this"),
+    "--intensity": ("intensity", float, "augmentation: random intensity scale and shift"),
     "--tile": ("tile", int, "tile core for validation and the model's default"),
 }
 TRAIN_SWITCHES = {
@@ -61,6 +67,7 @@ def add_commands(sub) -> None:
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average the 8 flips/rotations (8x slower)")
     p.add_argument("--unlabelled-zero", action="store_true", help="semantic: 0 in the labels = not annotated")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -90,6 +97,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import Trainer
 
     config = train_config_from_args(args)
+    if args.init and Path(args.init).resolve() == Path(args.out).resolve():
+        from .training import TrainingError
+
+        raise TrainingError(
+            f"--out {args.out} is the --init model: fine-tuning never overwrites its starting "
+            "model (a fine-tune that makes things worse would destroy it); give another --out"
+        )
     pairs = pairs_from_folders(args.images, args.labels)
     init = UNetModel.load(args.init) if args.init else None
     trainer = Trainer(pairs, config, out=args.out, init=init)
@@ -195,7 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = UNetModel.load(args.model)
     pairs = pairs_from_folders(args.images, args.labels)
-    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device)
+    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device, tta=args.tta)
 
     def predict_fn(image, axes):
         return run(predict(model, image, axes, settings, min_size=args.min_size)).labels

@@ -35,6 +35,9 @@ from .models import encoder_modules, encoder_parameters, measure_halo, replace_h
 from .targets import LabelsError, check_labels, semantic_classes
 
 
+clock = time.perf_counter  # seconds; one name, so tests can drive the time-limit logic
+
+
 class TrainingError(ValueError):
     """Training cannot start or go on; the message says why."""
 
@@ -262,6 +265,7 @@ class Trainer:
     ) -> None:
         if not pairs:
             raise TrainingError("no training images given")
+        self.started = clock()  # the time limit counts the preparation too
         if init is not None and init.config.mode == "instance" == config.mode:
             # a fine-tuned model keeps what its network learned to predict
             config = replace(config, instance_targets=init.config.instance_targets)
@@ -327,7 +331,7 @@ class Trainer:
             return (yield from self._cross_validate(rng))
         train, val = split_holdout(self.samples, config.val_fraction, rng)
         fit = _Fit(self.model, train, val, config, self.device, self.out, rng,
-                   score_start=self.init is not None, object_size=self.object_size)
+                   score_start=self.init is not None, object_size=self.object_size, started=self.started)
         try:
             result = yield from fit.run()
         finally:
@@ -443,7 +447,7 @@ class _Fit:
     """One training run on one split (hold-out or one fold)."""
 
     def __init__(self, model, train, val, config: TrainConfig, device, out, rng, fold=(0, 0),
-                 score_start: bool = False, object_size: dict | None = None):
+                 score_start: bool = False, object_size: dict | None = None, started: float | None = None):
         self.model: UNetModel = model
         self.train, self.val = train, val
         self.val_subset = validation_subset(val, config.val_images)
@@ -451,6 +455,7 @@ class _Fit:
         self.fold = fold
         self.score_start = score_start
         self.object_size = object_size or {}
+        self.started = started
         self.saved = False  # whether ``out`` holds a model of this run
         self.distance = model.config.activation == "sigmoid"
         g = model.geometry
@@ -510,7 +515,7 @@ class _Fit:
         generator = torch.Generator().manual_seed(config.seed)
         sampler = PatchSampler(self.train, self.in_patch, self.rng)
         val_batches = self._validation_batches()
-        start = time.perf_counter()
+        start = self.started or clock()
         history = list(model.history)
         first_epoch = (history[-1]["epoch"] if history else 0)
         start_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
@@ -520,9 +525,9 @@ class _Fit:
         val_seconds, step_seconds = None, None
         if self.score_start:
             # fine-tuning: the starting model is the one to beat, and is kept unless beaten
-            t0 = time.perf_counter()
+            t0 = clock()
             best_metrics = self._validate(network, val_batches)
-            val_seconds = time.perf_counter() - t0
+            val_seconds = clock() - t0
             best_state, best_epoch = start_state, first_epoch
             self._best_probs = self._val_probs
             history.append({"epoch": first_epoch, "loss": float("nan"), "lr": 0.0, "seconds": val_seconds,
@@ -541,7 +546,7 @@ class _Fit:
             for epoch in range(1, config.epochs + 1):
                 self._train_mode(network)
                 losses = []
-                epoch_start = time.perf_counter()
+                epoch_start = clock()
                 for step in range(1, steps + 1):
                     batch = pending.result()
                     pending = prefetch.submit(sampler.batch, config.batch)  # cut the next batch meanwhile
@@ -559,8 +564,8 @@ class _Fit:
                     scaler.step(opt)
                     scaler.update()
                     losses.append(loss.item())
-                    elapsed = time.perf_counter() - start
-                    step_seconds = (time.perf_counter() - epoch_start) / step
+                    elapsed = clock() - start
+                    step_seconds = (clock() - epoch_start) / step
                     schedule.update((epoch - 1) * steps + step, elapsed)
                     sched.step()
                     yield TrainProgress("step", epoch, config.epochs, step, steps, float(np.mean(losses)), elapsed,
@@ -568,11 +573,15 @@ class _Fit:
                     if limit and elapsed + self._tail_seconds(val_seconds, step_seconds) > limit:
                         stopped = f"time limit of {config.time_limit:g} min reached"
                         break
-                t0 = time.perf_counter()
+                    if limit and not config.steps_per_epoch and epoch == 1 and step == 5:
+                        # a time-limited run validates about 8 times, so that its best model
+                        # is chosen among several (and the curve says something)
+                        steps = max(step + 1, min(steps, int(limit / 8 / step_seconds)))
+                t0 = clock()
                 metrics = self._validate(network, val_batches)
-                val_seconds = time.perf_counter() - t0
+                val_seconds = clock() - t0
                 record = {"epoch": first_epoch + epoch, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
-                          "seconds": time.perf_counter() - start, "validation_seconds": val_seconds, **metrics}
+                          "seconds": clock() - start, "validation_seconds": val_seconds, **metrics}
                 history.append(record)
                 improved = best_metrics is None or _better(metrics, best_metrics)
                 if improved:
@@ -583,7 +592,7 @@ class _Fit:
                 else:
                     since_best += 1
                 yield TrainProgress("epoch", epoch, config.epochs, steps, steps, record["loss"],
-                                    time.perf_counter() - start, val_loss=metrics["val_loss"],
+                                    clock() - start, val_loss=metrics["val_loss"],
                                     val_metric=metrics.get("score"), metric_name=metric_name,
                                     best_metric=best_metrics.get("score"), best_epoch=best_epoch,
                                     fold=self.fold[0], folds=self.fold[1])
@@ -599,7 +608,7 @@ class _Fit:
             if best_state is not None and config.mode == "instance" and self._best_probs:
                 network.load_state_dict(best_state)
                 yield TrainProgress("tuning", epoch, config.epochs, steps, steps, record["loss"],
-                                    time.perf_counter() - start, metric_name=metric_name,
+                                    clock() - start, metric_name=metric_name,
                                     fold=self.fold[0], folds=self.fold[1],
                                     message="tuning post-processing on the validation images")
                 self._tune_postprocessing(history, best_epoch, best_metrics)
