@@ -382,10 +382,17 @@ def test_scribble_patches_are_centred_on_every_painted_class():
 def test_validation_subset_is_fixed_and_spread():
     from napari_unet.training import validation_subset
 
-    items = list(range(100))
-    subset = validation_subset(items, 5)
-    assert subset == [0, 25, 50, 74, 99] or subset == [0, 25, 50, 75, 99]
-    assert validation_subset(items[:3], 5) == [0, 1, 2]
+    class S:  # a sample of a given size
+        def __init__(self, i, side=10):
+            self.i, self.shape = i, (side, side)
+
+    items = [S(i) for i in range(100)]
+    subset = [s.i for s in validation_subset(items, 5)]
+    assert subset == [0, 20, 40, 60, 80]
+    assert [s.i for s in validation_subset(items[:3], 5)] == [0, 1, 2]
+    big = [S(0, 2000)] + [S(i) for i in range(1, 10)]  # one huge image is skipped, not all
+    subset = validation_subset(big, 4, max_pixels=1000)
+    assert len(subset) == 4 and all(s.shape == (10, 10) for s in subset)
 
 
 def test_instance_model_stores_the_object_size(data_dir, tmp_path):

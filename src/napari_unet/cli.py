@@ -89,7 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
     settings = PredictConfig(
         tile=args.tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
-        tta=args.tta,
+        tta=args.tta, object_size=object_size_arg(args.object_size),
     )
     model = UNetModel.load(args.model)
     inputs = expand_inputs(args.inputs)
@@ -144,6 +144,16 @@ def _drive(gen, desc: str, quiet: bool):
     finally:
         if bar is not None:
             bar.close()
+
+
+def object_size_arg(value: str | None) -> float | str | None:
+    """--object-size: a diameter in pixels, or 'auto'."""
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise CliError(f"--object-size must be a diameter in pixels or 'auto', got {value!r}") from None
 
 
 def _int_arg(name: str, value: str) -> int:
@@ -219,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the probabilities of the 8 flips and rotations (8x slower)")
+    p.add_argument("--object-size", metavar="PX|auto",
+                   help="instance models: typical object diameter in this image (pixels), or 'auto' to estimate "
+                        "it; the image is rescaled to the object size the model learned")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

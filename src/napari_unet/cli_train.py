@@ -68,6 +68,7 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average the 8 flips/rotations (8x slower)")
+    p.add_argument("--object-size", metavar="PX|auto", help="instance models: object diameter in these images, or 'auto'")
     p.add_argument("--unlabelled-zero", action="store_true", help="semantic: 0 in the labels = not annotated")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -209,7 +210,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = UNetModel.load(args.model)
     pairs = pairs_from_folders(args.images, args.labels)
-    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device, tta=args.tta)
+    from .cli import object_size_arg
+
+    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device, tta=args.tta,
+                             object_size=object_size_arg(args.object_size))
 
     def predict_fn(image, axes):
         return run(predict(model, image, axes, settings, min_size=args.min_size)).labels

@@ -167,6 +167,11 @@ class PredictConfig:
     tta : bool
         Test-time augmentation: average the probabilities over the 8 flips and 90 degree
         rotations of every tile (8 times slower; smoother, usually more accurate results).
+    object_size : float, "auto" or None
+        Instance models: the typical object diameter in this image, in pixels. The image is
+        rescaled so that objects have the size the model learned (stored in the model file),
+        predicted, and the result mapped back. ``auto`` estimates it from a first prediction;
+        None = no rescaling.
     """
 
     tile: int | None = None
@@ -175,8 +180,16 @@ class PredictConfig:
     device: str = "auto"
     mixed_precision: bool = True
     tta: bool = False
+    object_size: float | str | None = None
 
     def __post_init__(self) -> None:
+        if self.object_size is not None and self.object_size != "auto":
+            if isinstance(self.object_size, bool) or not isinstance(self.object_size, (int, float)) \
+                    or not 2 <= self.object_size <= 10_000:
+                raise ConfigError(
+                    f"object size must be a diameter in pixels between 2 and 10000, or 'auto'; "
+                    f"got {self.object_size!r}"
+                )
         if self.tile is not None:
             _positive("tile", self.tile)
         if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):

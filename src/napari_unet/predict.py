@@ -97,6 +97,8 @@ def predict(
         tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
+    if settings.object_size is not None and model.config.mode == "instance":
+        return (yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size))
     start = time.perf_counter()
     planes = image_planes(image, axes, model.config.in_channels)
     device = resolve_device(settings.device)
@@ -168,3 +170,81 @@ def predict(
         notes=notes,
     )
 
+
+
+# ---------------------------------------------------------------------------------------------
+# object size: rescale the image so that objects have the size the model learned
+
+
+def trained_diameter(model: UNetModel) -> float | None:
+    """Median object diameter (px) of the model's training labels, when it was recorded."""
+    return (model.training.get("object_size") or {}).get("diameter")
+
+
+def median_diameter(labels: np.ndarray) -> float | None:
+    """Median equivalent diameter (px) of the objects in an instance labels array."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    return float(2 * np.sqrt(np.median(areas) / np.pi)) if areas.size else None
+
+
+def _resize(block: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """(C, H, W) float block resized to (C, *shape), smoothing first when shrinking."""
+    from skimage.transform import resize
+
+    return np.stack([
+        resize(c.astype(np.float32), shape, order=order, mode="reflect",
+               anti_aliasing=shape[0] < c.shape[0], preserve_range=True).astype(np.float32)
+        for c in block
+    ])
+
+
+def _predict_at_object_size(
+    model: UNetModel, image: Any, axes: str | None, settings: PredictConfig, probabilities: bool,
+    min_size: int | None,
+) -> Generator[TileProgress, None, Prediction]:
+    """Predict with objects rescaled to the learned size; labels come back at image size."""
+    plain = replace(settings, object_size=None)
+    trained = trained_diameter(model)
+    if trained is None:
+        result = yield from predict(model, image, axes, plain, probabilities, min_size=min_size)
+        result.notes.append("the model file records no object size: predicted without rescaling")
+        return result
+    notes = []
+    diameter = settings.object_size
+    if diameter == "auto":
+        first = yield from predict(model, image, axes, plain, probabilities, min_size=min_size)
+        diameter = median_diameter(first.labels)
+        if diameter is None or abs(np.log(trained / diameter)) < np.log(1.25):
+            found = "no objects found" if diameter is None else f"estimated object size {diameter:.0f} px"
+            first.notes.append(f"{found}; the model learned {trained:.0f} px: not rescaled")
+            return first
+        notes.append(f"estimated object size {diameter:.0f} px")
+    factor = trained / float(diameter)
+    start = time.perf_counter()
+    planes = image_planes(image, axes, model.config.in_channels)
+    full = (slice(None), slice(None))
+    small = tuple(max(8, int(round(n * factor))) for n in (planes.height, planes.width))
+    scaled = np.stack([_resize(planes.read(i, *full), small) for i in range(planes.n)])
+    scaled_axes = "ZCYX" if planes.n > 1 else "CYX"
+    inner = yield from predict(model, scaled if planes.n > 1 else scaled[0], scaled_axes, plain, probabilities=True)
+    classes = model.config.classes
+    probs = np.zeros((classes,) + planes.label_shape, np.float32 if probabilities else np.float16)
+    labels = np.zeros(planes.label_shape, labels_dtype(model))
+    post = PostProcessing.from_json(model.postprocessing)
+    size = post.min_size if min_size is None else min_size
+    post = replace(post, min_size=max(1, int(round(size / factor**2))))
+    next_id = 1
+    for i in range(planes.n):
+        p = inner.probabilities[(slice(None), i) if planes.n > 1 else (slice(None),)]
+        p = _resize(np.asarray(p, np.float32), (planes.height, planes.width))
+        where = planes.label_index(i, *full)
+        probs[(slice(None),) + where] = p
+        plane_labels = post.apply(p, first_id=next_id)
+        labels[where] = plane_labels
+        next_id = max(next_id, int(plane_labels.max()) + 1)
+    notes.append(f"objects of {float(diameter):.0f} px rescaled by {factor:.2f} to the learned {trained:.0f} px")
+    return Prediction(
+        labels=labels, probabilities=probs if probabilities else None, axes=planes.label_axes,
+        plan=inner.plan, device=inner.device, seconds=time.perf_counter() - start, notes=inner.notes + notes,
+    )

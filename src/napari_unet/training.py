@@ -118,7 +118,7 @@ class TrainConfig:
     class_names: tuple[str, ...] = ()
     epochs: int = 50
     steps_per_epoch: int | None = None
-    patch: int = 256
+    patch: int = 128
     batch: int = 8
     lr: float = 2e-3
     optimizer: str = "adam"
@@ -413,11 +413,27 @@ def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return ((fg * weights).sum() + (dist * labelled).sum()) / n
 
 
-def validation_subset(samples: list[Sample], n: int) -> list[Sample]:
-    """``n`` samples spread evenly over the list (all of them when there are fewer)."""
-    if len(samples) <= n:
+def validation_subset(samples: list[Sample], n: int, max_pixels: int = 1_500_000) -> list[Sample]:
+    """Up to ``n`` samples spread evenly over the list, skipping any that would take the total
+    past ``max_pixels`` (one large image must not make every validation slow); at least one."""
+    if len(samples) <= n and sum(s.shape[0] * s.shape[1] for s in samples) <= max_pixels:
         return list(samples)
-    return [samples[i] for i in np.linspace(0, len(samples) - 1, n).round().astype(int)]
+    order = np.linspace(0, len(samples) - 1, len(samples)).round().astype(int)
+    # spread: every k-th first, then the ones in between
+    step = max(1, len(samples) // n)
+    order = [i for offset in range(step) for i in order[offset::step]]
+    chosen, pixels = [], 0
+    for i in order:
+        size = samples[i].shape[0] * samples[i].shape[1]
+        if pixels + size > max_pixels:
+            continue
+        chosen.append(i)
+        pixels += size
+        if len(chosen) == n:
+            break
+    if not chosen:  # every image is larger than the budget: the smallest one
+        chosen = [int(np.argmin([s.shape[0] * s.shape[1] for s in samples]))]
+    return [samples[i] for i in sorted(chosen)]
 
 
 class _Schedule:

@@ -1,0 +1,81 @@
+"""Object size: images whose objects are larger or smaller than the training objects are
+rescaled to the learned size before prediction, and the labels come back at image size."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.config import ConfigError, ModelConfig, PredictConfig
+from napari_unet.modelfile import UNetModel
+from napari_unet.predict import median_diameter, predict, run
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    m = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance",
+                                     instance_targets="distance"), halo=16, tile=64)
+    m.training["object_size"] = {"diameter": 20.0, "area": 314.0}
+    return m
+
+
+def test_rescaled_prediction_comes_back_at_image_size(model, nuclei, monkeypatch):
+    from napari_unet import predict as P
+
+    seen = []
+    real = P.image_planes
+
+    def spy(image, axes, channels):
+        planes = real(image, axes, channels)
+        seen.append((planes.height, planes.width))
+        return planes
+
+    monkeypatch.setattr(P, "image_planes", spy)
+    image = nuclei[0][:100, :120]
+    out = run(predict(model, image, "YX", PredictConfig(object_size=40), probabilities=True))
+    assert out.labels.shape == (100, 120) and out.probabilities.shape == (2, 100, 120)
+    assert (50, 60) in seen  # the network saw the image at half size (objects 40 -> 20 px)
+    assert any("rescaled by 0.50" in n for n in out.notes)
+    np.testing.assert_array_equal(nuclei[0][:100, :120], image)  # the user's image untouched
+
+
+def test_stack_is_rescaled_plane_by_plane_with_unique_ids(model, nuclei):
+    stack = np.stack([nuclei[0][:64, :64], nuclei[0][64:128, :64]])
+    out = run(predict(model, stack, "ZYX", PredictConfig(object_size=10)))
+    assert out.labels.shape == (2, 64, 64)
+    ids0, ids1 = set(np.unique(out.labels[0])) - {0}, set(np.unique(out.labels[1])) - {0}
+    assert not ids0 & ids1
+
+
+def test_model_without_object_size_says_so(model, nuclei):
+    model.training = {}
+    out = run(predict(model, nuclei[0][:64, :64], "YX", PredictConfig(object_size=40)))
+    assert any("no object size" in n for n in out.notes)
+
+
+def test_median_diameter():
+    lab = np.zeros((40, 40), np.int32)
+    lab[:10, :10] = 1
+    lab[20:30, 20:30] = 2
+    assert median_diameter(lab) == pytest.approx(2 * np.sqrt(100 / np.pi))
+    assert median_diameter(np.zeros((4, 4), np.int32)) is None
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1, "big", True])
+def test_bad_object_size_is_refused(bad):
+    with pytest.raises(ConfigError, match="object size"):
+        PredictConfig(object_size=bad)
+
+
+def test_cli_object_size_flag(tmp_path, model, nuclei):
+    import tifffile
+
+    from napari_unet.cli import main
+
+    model.save(tmp_path / "m.safetensors")
+    tifffile.imwrite(tmp_path / "img.tif", nuclei[0][:64, :64])
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "img.tif"), "--out",
+                 str(tmp_path / "out"), "--object-size", "40", "--quiet"]) == 0
+    assert tifffile.imread(tmp_path / "out" / "img.tif").shape == (64, 64)
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "img.tif"), "--out",
+                 str(tmp_path / "out"), "--object-size", "huge", "--quiet"]) != 0
