@@ -423,3 +423,32 @@ def test_cli_refuses_to_overwrite_the_init_model(tmp_path, data_dir):
     rc = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
                "--init", str(model), "--epochs", "1", "--quiet"])
     assert rc != 0 and model.read_bytes() == before
+
+
+def test_membrane_threshold_is_tuned_and_used(membranes, tmp_path):
+    """Two-class dense semantic training ends by choosing the class-1 threshold on the
+    validation part; prediction then thresholds instead of taking the argmax."""
+    from napari_unet.config import PredictConfig
+    from napari_unet.evaluation import tune_threshold
+    from napari_unet.predict import predict, run
+
+    img, lab = membranes
+    out = tmp_path / "isbi.safetensors"
+    trainer = Trainer([Pair("m", img, lab)], TrainConfig(mode="semantic", epochs=2, **TINY), out=out)
+    records, _ = drive(trainer.run())
+    assert records[-1].kind == "tuning"
+    saved = UNetModel.load(out)
+    t = saved.postprocessing["threshold"]
+    assert 0.2 <= t <= 0.8 and "validation_adapted_rand_error" in saved.postprocessing
+    saved.postprocessing["threshold"] = 0.999  # almost nothing is membrane at this threshold
+    high = run(predict(saved, img, "YX", PredictConfig(device="cpu"))).labels
+    saved.postprocessing["threshold"] = 0.001  # almost everything is
+    low = run(predict(saved, img, "YX", PredictConfig(device="cpu"))).labels
+    assert high.mean() < low.mean()
+
+    class S:
+        targets = (np.arange(100).reshape(10, 10) % 10 < 3).astype(np.int16)
+
+    p = np.stack([1 - S.targets * 0.7, S.targets * 0.7]).astype(np.float32)  # class 1 at 0.7
+    t, scores = tune_threshold([S], [p], rand=False)
+    assert t < 0.7 and scores["f1"] == 1.0

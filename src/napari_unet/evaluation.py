@@ -17,7 +17,7 @@ from .axes import Planes
 from .instances import PostProcessing
 from .modelfile import UNetModel
 from .targets import semantic_targets
-from .tiling import plan_tiles, predict_tiles
+from .tiling import decide, plan_tiles, predict_tiles
 
 
 def headline(metrics: dict, mode: str) -> float:
@@ -95,7 +95,7 @@ def score_probabilities(model: UNetModel, samples: Iterable, probabilities: list
             scorer.add(s.labels, post.apply(probs))
         else:
             # compare on targets directly (handles 0 = unlabelled via -1 targets)
-            pred = probs.argmax(0)
+            pred = decide(probs, model.postprocessing.get("threshold"))
             keep = s.targets >= 0
             scorer.cm += M.confusion(np.where(keep, s.targets, -1), pred, scorer.classes)
     return scorer.summary()
@@ -123,3 +123,24 @@ def evaluate_pairs(model, pairs, predict_fn, unlabelled_zero: bool = False) -> G
         per_image.append((pair.name, scorer.add(labels, pred), pred))
         yield pair.name, k + 1, len(pairs)
     return scorer.summary(), per_image
+
+
+def tune_threshold(samples: list, probabilities: list, rand: bool) -> tuple[float, dict]:
+    """Two-class semantic models: the class-1 probability threshold with the best validation
+    score: the lowest adapted Rand error of the regions between class-1 pixels (membranes;
+    ``rand``), ties broken by the class-1 F1; or the best class-1 F1 alone.
+    Returns (threshold, {"f1": ..., "adapted_rand_error": ...})."""
+    best_t, best_key, best_scores = 0.5, None, {}
+    for t in np.round(np.arange(0.2, 0.85, 0.05), 2):
+        preds = [decide(p, t) for p in probabilities]
+        cm = sum(M.confusion(s.targets, pred, 2) for s, pred in zip(samples, preds))
+        f1 = list(M.pixel_metrics(cm)["per_class"].values())[1]["f1"]
+        scores = {"f1": float(f1)}
+        key: tuple = (f1,)
+        if rand:
+            err = float(np.mean([M.adapted_rand_error(s.targets == 1, pred == 1) for s, pred in zip(samples, preds)]))
+            scores["adapted_rand_error"] = err
+            key = (-round(err, 3), f1)
+        if best_key is None or key > best_key:
+            best_t, best_key, best_scores = float(t), key, scores
+    return best_t, best_scores

@@ -60,6 +60,14 @@ def image_planes(image: Any, axes: str | None, in_channels: int) -> Planes:
     return planes
 
 
+def semantic_threshold(model: UNetModel) -> float | None:
+    """The class-1 probability threshold of a two-class semantic model, tuned on validation
+    images at the end of training (None: argmax)."""
+    if model.config.mode != "semantic" or model.config.classes != 2:
+        return None
+    return model.postprocessing.get("threshold")
+
+
 def labels_dtype(model: UNetModel) -> np.dtype:
     if model.config.mode == "instance":
         return np.dtype(np.int32)
@@ -138,6 +146,7 @@ def predict(
             mixed_precision=settings.mixed_precision,
             activation=model.config.activation,
             tta=settings.tta,
+            threshold=semantic_threshold(model),
         )
     finally:
         if device.type != "cpu":  # give the GPU memory of the weights back too

@@ -114,6 +114,14 @@ def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def decide(probabilities: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Classes from (K, ...) probabilities: the argmax, or for two classes with a
+    ``threshold``, class 1 where P(class 1) > threshold."""
+    if threshold is not None and probabilities.shape[0] == 2:
+        return (probabilities[1] > threshold).astype(np.uint8)
+    return probabilities.argmax(axis=0)
+
+
 def dihedral_average(fn, x: torch.Tensor) -> torch.Tensor:
     """Mean of ``fn`` over the 8 flips and rotations of ``x`` (B, C, H, W), each mapped back."""
     total = None
@@ -161,11 +169,14 @@ def predict_tiles(
     mixed_precision: bool = True,
     activation: str = "softmax",
     tta: bool = False,
+    threshold: float | None = None,
 ) -> Generator[TileProgress, None, TiledResult]:
     """Predict every plane tile by tile; yield progress after each batch of tiles.
 
     ``activation`` turns the network outputs into probabilities (``softmax`` or ``sigmoid``);
     ``tta`` averages them over the 8 flips and rotations of each tile (8 times the work).
+    ``threshold`` (two-class models): class 1 where its probability exceeds it, instead of
+    the argmax (a threshold tuned on validation images, e.g. for thin membranes).
 
     Writes argmax classes into ``labels_out`` (shape ``planes.label_shape``) and/or per-class
     probabilities into ``probabilities_out`` (classes first, then ``planes.label_shape``).
@@ -210,7 +221,7 @@ def predict_tiles(
                     p = core[k, :, :h, :w]
                     ys, xs = slice(y, y + h), slice(x0, x0 + w)
                     if labels_out is not None:
-                        labels_out[planes.label_index(i, ys, xs)] = p.argmax(axis=0)
+                        labels_out[planes.label_index(i, ys, xs)] = decide(p, threshold)
                     if probabilities_out is not None:
                         probabilities_out[(slice(None),) + planes.label_index(i, ys, xs)] = p
                 done += b - a

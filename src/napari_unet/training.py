@@ -28,7 +28,7 @@ from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import autocast, autocast_dtype, release_memory, resolve_device
-from .evaluation import headline, predict_normalized, score_probabilities
+from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold
 from .instances import object_size, tune
 from .modelfile import UNetModel
 from .models import encoder_modules, encoder_parameters, measure_halo, replace_head
@@ -621,7 +621,7 @@ class _Fit:
                     # keep validation within its share of the time
                     budget = config.val_budget
                     steps = max(steps, math.ceil(val_seconds * (1 - budget) / budget / step_seconds))
-            if best_state is not None and config.mode == "instance" and self._best_probs:
+            if best_state is not None and self._best_probs and self._tunable():
                 network.load_state_dict(best_state)
                 yield TrainProgress("tuning", epoch, config.epochs, steps, steps, record["loss"],
                                     clock() - start, metric_name=metric_name,
@@ -673,7 +673,21 @@ class _Fit:
             saved.save(self.out)
             self.saved = True
 
+    def _tunable(self) -> bool:
+        c = self.model.config
+        return c.mode == "instance" or (c.classes == 2 and all((s.targets >= 0).all() for s in self.val_subset))
+
     def _tune_postprocessing(self, history, best_epoch, metrics) -> None:
+        if self.model.config.mode == "semantic":
+            # two classes, dense labels: the threshold with the best Rand error (membranes)
+            t, scores = tune_threshold(self.val_subset, self._best_probs, rand=True)
+            self.model.postprocessing = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
+            if self.saved:
+                self._save(history, best_epoch, metrics)
+            return
+        self._tune_instances(history, best_epoch, metrics)
+
+    def _tune_instances(self, history, best_epoch, metrics) -> None:
         """Choose the watershed thresholds and minimum size with the best validation AP@0.5 on
         the validation subset (the probabilities of the best epoch, nothing predicted again)
         and store them in the model (and its file)."""
