@@ -45,7 +45,7 @@ def wait_job(qtbot, widget, timeout=120_000):
     qtbot.wait(50)
 
 
-def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path):
+def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path, load):
     from napari_unet._widgets import PredictWidget, TrainWidget
     from napari_unet._widgets._state import CURRENT
 
@@ -97,10 +97,12 @@ def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path):
     train.run()
     wait_job(qtbot, train)
     assert train.trainer.init is not None
-    assert len(train.trainer.model.history) == 3  # 2 epochs + 1 fine-tuning epoch
+    history = train.trainer.model.history
+    assert [h["epoch"] for h in history if not h.get("start")] == [1, 2, 3]  # 2 epochs + 1 fine-tuning
+    assert [h["epoch"] for h in history if h.get("start")] == [2]  # the start model was scored
 
 
-def test_cancel_mid_training_keeps_usable_model(viewer, qtbot, tmp_path):
+def test_cancel_mid_training_keeps_usable_model(viewer, qtbot, tmp_path, load):
     from napari_unet._widgets import TrainWidget
     from napari_unet._widgets._state import CURRENT
     from napari_unet.modelfile import UNetModel

@@ -14,6 +14,14 @@ AXES_CHOICES = {
 }
 
 
+def layer_choices(viewer, kind: str) -> list[tuple[str, object]]:
+    """(name, layer) pairs of the viewer's ``image`` or ``labels`` layers, for a ComboBox."""
+    import napari
+
+    cls = napari.layers.Image if kind == "image" else napari.layers.Labels
+    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
+
+
 def axes_choices(layer) -> list[str]:
     """Axis layouts that make sense for an image layer ("auto" first)."""
     if layer is None:

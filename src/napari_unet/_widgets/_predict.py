@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, ProgressBar, SpinBox
 
-from ._layers import axes_choices, checksum, resolve_axes, spatial_transform
+from ._layers import axes_choices, checksum, layer_choices, resolve_axes, spatial_transform
 from ._state import CURRENT
 from ._worker import CANCELLED, Job
 
@@ -17,12 +17,6 @@ if TYPE_CHECKING:
 
 LAST = "model trained in this session"
 FILE = "model file"
-
-
-def _images(viewer) -> list:
-    import napari
-
-    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
 
 
 class PredictWidget(Container):
@@ -37,7 +31,7 @@ class PredictWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda w: _images(viewer), tooltip="Image layer to segment")
+        self.image = ComboBox(label="image", choices=lambda w: layer_choices(viewer, "image"), tooltip="Image layer to segment")
         self.axes = ComboBox(label="image axes", choices=["auto"], value="auto",
                              tooltip="Layout of the image: stacks (ZYX, TYX) are predicted plane by plane; "
                                      "C marks a channel axis")
@@ -139,7 +133,7 @@ class PredictWidget(Container):
         self.progress.value = 0
         self.status.value = "Normalising and predicting..."
         self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._refresh)
-        self.job.start()
+        self.job.start("U-Net: predicting")
         self._refresh()
 
     def stop(self) -> None:

@@ -12,7 +12,7 @@ from magicgui.widgets import (
     Select, SpinBox,
 )
 
-from ._layers import axes_choices, resolve_axes
+from ._layers import axes_choices, layer_choices, resolve_axes
 from ._plot import LossPlot
 from ._state import CURRENT
 from ._worker import CANCELLED, Job
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_MODEL = Path.home() / "napari-unet" / "model.safetensors"
-
-
-def _layers(viewer, kind: str) -> list:
-    import napari
-
-    cls = napari.layers.Image if kind == "image" else napari.layers.Labels
-    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
 
 
 def device_hint() -> str:
@@ -49,9 +42,9 @@ class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = viewer
-        self.image = ComboBox(label="image", choices=lambda w: _layers(viewer, "image"),
+        self.image = ComboBox(label="image", choices=lambda w: layer_choices(viewer, "image"),
                               tooltip="Image layer to train on")
-        self.labels = ComboBox(label="labels", choices=lambda w: _layers(viewer, "labels"),
+        self.labels = ComboBox(label="labels", choices=lambda w: layer_choices(viewer, "labels"),
                                tooltip="Labels layer painted on that image (0 = background)")
         self.axes = ComboBox(label="image axes", choices=["auto"], value="auto",
                              tooltip="Layout of the image (stacks are trained plane by plane)")
@@ -162,9 +155,9 @@ class TrainWidget(Container):
         hints = ("Add an image", "Add a Labels")
         if not running and (not self.status.value or self.status.value.startswith(hints)):
             # hints never replace the message of a finished or failed run
-            if not _layers(self.viewer, "image"):
+            if not layer_choices(self.viewer, "image"):
                 self.status.value = "Add an image layer (File > Open, or the sample data) to train on."
-            elif not _layers(self.viewer, "labels"):
+            elif not layer_choices(self.viewer, "labels"):
                 self.status.value = "Add a Labels layer and paint objects or classes on it."
             else:
                 self.status.value = ""
@@ -240,7 +233,7 @@ class TrainWidget(Container):
         self.status.value = (f"Training {self.trainer.model.config.arch} on {len(self.trainer.samples)} plane(s), "
                              f"device {self.trainer.device}...")
         self.job = Job(self.trainer.run(), self._on_progress, self._on_done, self._on_error, self._on_finish)
-        self.job.start()
+        self.job.start("Training U-Net")
         self._refresh()
 
     def stop(self) -> None:

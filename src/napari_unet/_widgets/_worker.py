@@ -17,6 +17,21 @@ from napari.qt.threading import create_worker
 CANCELLED = object()
 
 
+class JobError(Exception):
+    """An error of the core generator, as the worker must see it.
+
+    superqt's worker treats a ``RuntimeError`` as "the worker object was deleted": it only
+    warns, and emits neither ``errored`` nor ``finished``, so a CUDA out-of-memory error or a
+    :class:`napari_unet.devices.DeviceError` would leave the widget "running" forever. Every
+    exception of the core is therefore re-raised as this (not a RuntimeError); the message is
+    the original one and ``__cause__`` (also ``original``) the original exception.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original) or type(original).__name__)
+        self.original = original
+
+
 def _cancellable(gen: Generator, cancel: threading.Event) -> Generator:
     try:
         while True:
@@ -26,9 +41,14 @@ def _cancellable(gen: Generator, cancel: threading.Event) -> Generator:
                 item = next(gen)
             except StopIteration as stop:
                 return stop.value
+            except Exception as err:
+                raise JobError(err) from err
             yield item
     finally:
-        gen.close()
+        try:
+            gen.close()
+        except Exception as err:  # a failing cleanup must reach the widget too
+            raise JobError(err) from err
 
 
 def avoid_llvm_clash() -> None:
@@ -64,37 +84,50 @@ class Job:
         on_finish: Callable[[], None],
     ) -> None:
         self._cancel = threading.Event()
-        self.worker = create_worker(_cancellable, gen, self._cancel, _start_thread=False)
+        self._activity = None
+        # errors go to ``on_error`` (and napari's notifications); without _ignore_errors the
+        # worker would also re-raise them in the GUI thread, as an unhandled exception in a slot
+        self.worker = create_worker(_cancellable, gen, self._cancel, _start_thread=False, _ignore_errors=True)
         self.running = False
-        # connected first, so that the callbacks below already see the job as finished
+        # connected first, so that the callbacks below already see the job as finished (and
+        # its activity closed), whatever they do
         self.worker.started.connect(lambda: setattr(self, "running", True))
         self.worker.finished.connect(lambda: setattr(self, "running", False))
+        self.worker.finished.connect(self._close_activity)
         self.worker.yielded.connect(on_yield)
         self.worker.returned.connect(on_return)
         self.worker.errored.connect(on_error)
         self.worker.finished.connect(on_finish)
-        self.worker.finished.connect(self._close_activity)
 
-    def start(self) -> None:
+    def start(self, desc: str = "napari-unet") -> None:
+        from napari.utils import progress
+
         avoid_llvm_clash()
         self.running = True
+        # Created here, on the GUI thread, before any signal can arrive: creating it inside a
+        # progress callback may process events, deliver ``finished`` and re-enter that callback.
+        self._activity = progress(total=0, desc=desc)
         self.worker.start()
 
     def activity(self, done: int, total: int, desc: str) -> None:
-        """Mirror progress in napari's activity dock (bottom right)."""
-        from napari.utils import progress
+        """Mirror progress in napari's activity dock (bottom right).
 
-        if getattr(self, "_activity", None) is None or self._activity.total != total:
-            self._close_activity()
-            self._activity = progress(total=total, desc=desc)
-        self._activity.set_description(desc)
-        self._activity.n = done
-        self._activity.refresh()
+        Harmless at any time: a progress signal that arrives after the job finished (or while
+        ``finished`` closes the bar, re-entrantly) changes nothing.
+        """
+        bar = self._activity
+        if bar is None:
+            return  # a late progress signal after the job finished
+        if bar.total != total:
+            bar.total = total
+        bar.set_description(desc)
+        if done != bar.n:
+            bar.update(done - bar.n)  # emits the value event the activity dock listens to
 
     def _close_activity(self) -> None:
-        if getattr(self, "_activity", None) is not None:
-            self._activity.close()
-            self._activity = None
+        bar, self._activity = self._activity, None
+        if bar is not None:
+            bar.close()
 
     def cancel(self) -> None:
         self._cancel.set()
