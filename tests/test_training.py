@@ -452,3 +452,13 @@ def test_membrane_threshold_is_tuned_and_used(membranes, tmp_path):
     p = np.stack([1 - S.targets * 0.7, S.targets * 0.7]).astype(np.float32)  # class 1 at 0.7
     t, scores = tune_threshold([S], [p], rand=False)
     assert t < 0.7 and scores["f1"] == 1.0
+
+
+def test_train_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--arch", "--patch", "--lr", "--instance-targets", "--zoom", "--freeze-encoder"):
+        assert flag in text
+    assert "(default: unet)" in text and "(default: 128)" in text and "(default: distance)" in text
+    assert text.count("(default:") >= 25

@@ -43,15 +43,29 @@ TRAIN_SWITCHES = {
 }
 
 
+def _defaults() -> dict:
+    """TrainConfig's defaults, shown in the help (the napari widget starts from the same)."""
+    import dataclasses
+
+    from .training import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _shown(value) -> str:
+    return "none (automatic)" if value is None else str(value)
+
+
 def add_commands(sub) -> None:
+    defaults = _defaults()
     p = sub.add_parser("train", help="train or fine-tune a U-Net on folders of TIFFs")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--labels", required=True, help="folder of labels with the same file names")
     p.add_argument("--out", required=True, help="model file to write (the best model is kept)")
-    for flag, (_, typ, help_) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=help_)
-    for flag, (_, help_) in TRAIN_SWITCHES.items():
-        p.add_argument(flag, action="store_true", default=None, help=help_)
+    for flag, (name, typ, help_) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {_shown(defaults[name])})")
+    for flag, (name, help_) in TRAIN_SWITCHES.items():
+        p.add_argument(flag, action="store_true", default=None, help=f"{help_} (default: {'on' if defaults[name] else 'off'})")
     p.add_argument("--init", help="model file to fine-tune from")
     p.add_argument("--config", help="JSON settings (e.g. saved by the napari Train widget); flags override it")
     p.add_argument("--report", help="folder for curves, examples and metrics (PNG + JSON)")
