@@ -95,6 +95,32 @@ def test_runtime_error_in_a_job_is_reported_and_ends_it(qtbot, load):
     assert not _open_bars("threading test")
 
 
+def test_napari_quitting_a_worker_cancels_it_cleanly(qtbot):
+    """napari calls worker.quit() when its window closes: the core must still clean up (its
+    finally) and the job report CANCELLED, as with our Cancel."""
+    from napari_unet._widgets._worker import CANCELLED, Job
+
+    cleaned = []
+
+    def core():
+        try:
+            for i in range(10_000):
+                yield i
+        finally:
+            cleaned.append(True)
+
+    returned, finished = [], []
+
+    def on_yield(i):
+        if i == 1:
+            job.worker.quit()
+
+    job = Job(core(), on_yield, returned.append, lambda e: None, lambda: finished.append(cleaned[:]))
+    job.start("quit test")
+    qtbot.waitUntil(lambda: bool(finished), timeout=60_000)
+    assert returned == [CANCELLED] and finished == [[True]] and job.cancelled and not job.running
+
+
 def test_busy_cpu_fixture_really_spins(busy_cpu):
     import time
 

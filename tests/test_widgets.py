@@ -234,3 +234,34 @@ def test_manifest_validates():
     assert names == {"Train U-Net", "Predict with U-Net"}
     segment = pm.contributions.menus["napari/layers/segment"]
     assert {m.command for m in segment} == {"napari-unet.train", "napari-unet.predict"}
+
+
+def test_closing_napari_mid_training_stops_and_keeps_best_model(make_napari_viewer, qtbot, tmp_path, nuclei, load):
+    """napari cancels its running workers when its window closes, and destroys the docks."""
+    from napari_unet._widgets import PredictWidget, TrainWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.modelfile import UNetModel
+
+    v = make_napari_viewer()
+    v.add_image(nuclei[0][:96, :128], name="img")
+    v.add_labels(nuclei[1][:96, :128].astype(np.int32), name="lab")
+    train = TrainWidget(v)
+    v.window.add_dock_widget(train)
+    predict = PredictWidget(v)  # listens to the model training will hand over after closing
+    v.window.add_dock_widget(predict)
+    train.image.value, train.labels.value = v.layers["img"], v.layers["lab"]
+    configure_tiny(train, tmp_path, epochs=200)
+    make_tiny_config(train)
+    train.run()
+    path = tmp_path / "model.safetensors"
+    qtbot.waitUntil(lambda: len(train.plot.epochs) >= 1 and path.exists(), timeout=120_000)
+    job = train.job
+    assert job.running
+    v.close()  # napari closes: its window, the dock and our widget are destroyed
+    qtbot.waitUntil(lambda: train.closed and predict.closed, timeout=10_000)
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)  # stops within seconds
+    assert job.cancelled
+    saved = UNetModel.load(path)
+    assert saved.training["best_epoch"] >= 1
+    assert CURRENT.model is train.trainer.model and CURRENT.path == path
+    assert not [p for p in napari.utils.progress._all_instances if "Training U-Net" in (p.desc or "")]

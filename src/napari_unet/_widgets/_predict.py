@@ -60,22 +60,30 @@ class PredictWidget(Container):
         self.image.changed.connect(self._refresh)
         self.source.changed.connect(self._refresh)
         self.model_file.changed.connect(self._refresh)
+        self.closed = False
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
         CURRENT.changed.connect(self._model_changed)
-        self.native.destroyed.connect(self.stop)
+        self.native.destroyed.connect(self._on_destroyed)
         if CURRENT.model is not None:
             self.source.value = LAST
         self._refresh()
 
+    def _on_destroyed(self, *args) -> None:
+        """The dock or napari was closed: stop listening and cancel a running prediction
+        (nothing here touches the deleted Qt widgets)."""
+        self.closed = True
+        self.viewer.layers.events.inserted.disconnect(self._layers_changed)
+        self.viewer.layers.events.removed.disconnect(self._layers_changed)
+        CURRENT.changed.disconnect(self._model_changed)
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+
     def _model_changed(self, model) -> None:
-        if self._loaded is not None and model is self._loaded[1]:
-            return  # our own file load: keep "model file" selected
-        try:
-            self.source.value = LAST
-            self._refresh()
-        except RuntimeError:  # widget already deleted
-            pass
+        if self.closed or (self._loaded is not None and model is self._loaded[1]):
+            return  # gone, or our own file load: keep "model file" selected
+        self.source.value = LAST
+        self._refresh()
 
     def _layers_changed(self, event=None) -> None:
         self.reset_choices()
@@ -132,7 +140,7 @@ class PredictWidget(Container):
         self._target = (layer, axes, model)
         self.progress.value = 0
         self.status.value = "Normalising and predicting..."
-        self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._refresh)
+        self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._on_finish)
         self.job.start("U-Net: predicting")
         self._refresh()
 
@@ -141,6 +149,8 @@ class PredictWidget(Container):
             self.job.cancel()
 
     def _on_progress(self, p) -> None:
+        if self.closed:
+            return
         self.progress.max = max(p.total, 1)
         self.progress.value = p.done
         self.status.value = f"{p.message or 'predicting tiles'}: {p.done}/{p.total}"
@@ -148,9 +158,16 @@ class PredictWidget(Container):
             self.job.activity(p.done, max(p.total, 1), f"U-Net: {p.message or 'predicting tiles'}")
 
     def _on_error(self, err: Exception) -> None:
-        self.status.value = f"Prediction failed: {err}"
+        if not self.closed:  # napari's notifications show it too
+            self.status.value = f"Prediction failed: {err}"
+
+    def _on_finish(self) -> None:
+        if not self.closed:
+            self._refresh()
 
     def _on_done(self, result) -> None:
+        if self.closed:
+            return
         if result is CANCELLED:
             self.status.value = "Prediction cancelled; no layer was changed."
             return

@@ -106,12 +106,26 @@ class TrainWidget(Container):
         self.labels.changed.connect(self._refresh)
         self.mode.changed.connect(self._refresh)
         self.arch.changed.connect(self._refresh)
-        viewer.layers.events.inserted.connect(self._layers_changed)
-        viewer.layers.events.removed.connect(self._layers_changed)
-        viewer.layers.selection.events.active.connect(self._select_active)
-        self.native.destroyed.connect(self.stop)
+        self.closed = False
+        self._listening = [
+            (viewer.layers.events.inserted, self._layers_changed),
+            (viewer.layers.events.removed, self._layers_changed),
+            (viewer.layers.selection.events.active, self._select_active),
+        ]
+        for emitter, callback in self._listening:
+            emitter.connect(callback)
+        self.native.destroyed.connect(self._on_destroyed)
         self._select_active()
         self._refresh()
+
+    def _on_destroyed(self, *args) -> None:
+        """The dock or napari was closed: stop listening and cancel training. The best model so
+        far is already on disk; nothing here touches the (deleted) Qt widgets."""
+        self.closed = True
+        for emitter, callback in self._listening:
+            emitter.disconnect(callback)
+        if self.job is not None and self.job.running:
+            self.job.cancel()
 
     # -- layer choices ----------------------------------------------------------------------
 
@@ -243,6 +257,8 @@ class TrainWidget(Container):
             self.status.value = "Cancelling... (the best model so far is kept)"
 
     def _on_progress(self, p) -> None:
+        if self.closed:
+            return
         if p.kind == "step":
             self.progress.max = p.steps * p.epochs
             self.progress.value = (p.epoch - 1) * p.steps + p.step
@@ -257,15 +273,19 @@ class TrainWidget(Container):
 
     def _on_done(self, result) -> None:
         model = self.trainer.model
-        path = Path(self.save_path.value)
-        CURRENT.set(model, path if path.exists() else None)
+        path = self.trainer.out  # not the control: it may be deleted already
+        CURRENT.set(model, path if path is not None and path.exists() else None)
+        if self.closed:
+            return
         if result is CANCELLED:
             self.status.value = f"Cancelled; the best model so far is in use and saved to {path}."
         else:
             self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; saved to {path}."
 
     def _on_error(self, err: Exception) -> None:
-        self.status.value = f"Training failed: {err}"
+        if not self.closed:  # napari's notifications show it too
+            self.status.value = f"Training failed: {err}"
 
     def _on_finish(self) -> None:
-        self._refresh()
+        if not self.closed:
+            self._refresh()

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
-from napari.qt.threading import create_worker
+from napari.qt.threading import GeneratorWorker, create_worker
 
 CANCELLED = object()
 
@@ -51,6 +51,24 @@ def _cancellable(gen: Generator, cancel: threading.Event) -> Generator:
             raise JobError(err) from err
 
 
+class _Worker(GeneratorWorker):
+    """A napari generator worker whose ``quit()`` is our Cancel.
+
+    napari calls ``quit()`` itself: when its window closes (its task list cancels every
+    running worker) and when the application quits. superqt's ``quit()`` would stop at the next
+    yield, leave the core generator suspended (its ``finally`` not run) and never report a
+    result; here it sets the cancel flag, so the core cleans up and ``returned`` gets
+    ``CANCELLED``, exactly as with the Cancel button.
+    """
+
+    def __init__(self, func: Callable, gen: Generator, cancel: threading.Event, **kwargs: Any) -> None:
+        super().__init__(func, gen, cancel, **kwargs)
+        self._cancel_event = cancel
+
+    def quit(self) -> None:
+        self._cancel_event.set()
+
+
 def avoid_llvm_clash() -> None:
     """Keep torch from loading triton when Mesa's LLVM is already in the process.
 
@@ -87,7 +105,9 @@ class Job:
         self._activity = None
         # errors go to ``on_error`` (and napari's notifications); without _ignore_errors the
         # worker would also re-raise them in the GUI thread, as an unhandled exception in a slot
-        self.worker = create_worker(_cancellable, gen, self._cancel, _start_thread=False, _ignore_errors=True)
+        self.worker = create_worker(
+            _cancellable, gen, self._cancel, _start_thread=False, _ignore_errors=True, _worker_class=_Worker
+        )
         self.running = False
         # connected first, so that the callbacks below already see the job as finished (and
         # its activity closed), whatever they do
