@@ -161,3 +161,15 @@ def test_zoom_augmentation_magnifies_about_the_centre():
     # with no elastic displacement, the corner of the patch samples halfway to the corner
     assert torch.allclose(grid[0, 0, 0], torch.tensor([-0.5, -0.5]))
     assert torch.allclose(grid[0, 16, 16], torch.tensor([0.0, 0.0]), atol=1e-6)
+
+
+def test_invert_augmentation_flips_intensities_only():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(64, 1, 8, 8)
+    targets = torch.zeros(64, 8, 8, dtype=torch.long)
+    maps = torch.ones(64, 1, 8, 8)
+    out, t2, _ = augment(image, targets, maps, Augmentation(flips=False, elastic_sigma=0, intensity=0, invert=0.5), g)
+    inverted = torch.isclose(out, 1 - image).flatten(1).all(1)
+    kept = torch.isclose(out, image).flatten(1).all(1)
+    assert (inverted | kept).all() and 10 < int(inverted.sum()) < 54
+    assert torch.equal(t2, targets)

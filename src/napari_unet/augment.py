@@ -40,6 +40,9 @@ class Augmentation:
         Random zoom by a factor in [1 / (1 + s), 1 + s], log-uniform (0 = off).
     noise : float
         Gaussian noise with a standard deviation drawn in [0, noise] per patch (0 = off).
+    invert : float
+        Probability of inverting a patch's intensities (x -> 1 - x on the normalised image):
+        dark objects on a bright background (brightfield, H&E) look like fluorescence.
     """
 
     flips: bool = True
@@ -48,6 +51,7 @@ class Augmentation:
     intensity: float = 0.1
     scale: float = 0.0
     noise: float = 0.0
+    invert: float = 0.0
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -115,6 +119,9 @@ def augment(
         stacked = torch.cat([targets[:, None].float(), maps], dim=1)
         stacked = F.grid_sample(stacked, grid, mode="nearest", padding_mode="reflection", align_corners=True)
         targets, maps = stacked[:, 0].round().long(), stacked[:, 1:]
+    if settings.invert > 0:
+        flip = (torch.rand(b, 1, 1, 1, generator=generator) < settings.invert).to(image.device)
+        image = torch.where(flip, 1 - image, image)
     if settings.intensity > 0:
         a = settings.intensity
         scale = 1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a

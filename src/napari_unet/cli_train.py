@@ -35,6 +35,7 @@ TRAIN_FLAGS = {
     "--zoom": ("zoom", float, "augmentation: random zoom in [1/(1+z), 1+z]"),
     "--noise": ("noise", float, "augmentation: Gaussian noise of standard deviation up to this"),
     "--intensity": ("intensity", float, "augmentation: random intensity scale and shift"),
+    "--invert": ("invert", float, "augmentation: probability of inverting the intensities (brightfield-like)"),
     "--tile": ("tile", int, "tile core for validation and the model's default"),
 }
 TRAIN_SWITCHES = {

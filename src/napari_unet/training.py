@@ -98,8 +98,8 @@ class TrainConfig:
     seed : int
         Seed for sampling, augmentation and initialisation.
     boundary_width, w0, sigma : instance targets and the paper's border weights.
-    elastic_sigma, intensity, flips, zoom, noise : augmentation (see Augmentation; ``zoom`` is
-        its ``scale``).
+    elastic_sigma, intensity, flips, zoom, noise, invert : augmentation (see Augmentation;
+        ``zoom`` is its ``scale``).
     min_size : int or None
         Instance mode: smallest object kept when validating during training; None = 15 % of
         the median object area of the training labels (the final choice is tuned).
@@ -141,6 +141,7 @@ class TrainConfig:
     flips: bool = True
     zoom: float = 0.25
     noise: float = 0.05
+    invert: float = 0.0
     min_size: int | None = None
     tile: int = 256
     norm_low: float = 1.0
@@ -183,7 +184,7 @@ class TrainConfig:
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation(flips=self.flips, elastic_sigma=self.elastic_sigma, intensity=self.intensity,
-                            scale=self.zoom, noise=self.noise)
+                            scale=self.zoom, noise=self.noise, invert=self.invert)
 
     def to_json(self) -> dict:
         return to_dict(self)
