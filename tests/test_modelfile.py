@@ -1,4 +1,8 @@
+import json
+import os
+import pathlib
 import pickle
+import stat
 
 import numpy as np
 import pytest
@@ -31,20 +35,30 @@ def test_smp_round_trip(tmp_path):
     assert back.config.encoder == "resnet18" and back.halo == 32
 
 
+class Payload:
+    """Unpickling this writes ``marker``: what a malicious checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path(self.marker).write_text, ("code from the file ran",))
+
+
+def test_pickle_payload_would_run_if_unpickled(tmp_path):
+    """Control for the test below: the payload is live."""
+    pickle.loads(pickle.dumps(Payload(tmp_path / "control")))
+    assert (tmp_path / "control").read_text() == "code from the file ran"
+
+
 def test_pickled_checkpoint_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "executed"
-
-    class Evil:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(ModelFileError, match="pickle"):
-        UNetModel.load(path)
-    torch.save({"w": torch.zeros(2)}, tmp_path / "ckpt.pt")
-    with pytest.raises(ModelFileError, match="pickle"):
-        UNetModel.load(tmp_path / "ckpt.pt")
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Payload(marker)))  # a raw pickle
+    torch.save({"w": torch.zeros(2), "evil": Payload(marker)}, tmp_path / "ckpt.pt")  # torch's zip format
+    for name in ("evil.pt", "ckpt.pt"):
+        with pytest.raises(ModelFileError, match="pickle.*can run arbitrary code"):
+            UNetModel.load(tmp_path / name)
+        assert not marker.exists(), name
     assert not marker.exists()
 
 
@@ -85,3 +99,97 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
         small(classes=4).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def rewrite_settings(path, change):
+    """Edit the napari-unet settings in a model file's header, as a damaged or forged file would."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        try:
+            meta = json.loads(f.metadata()["napari-unet"])
+        except ValueError:
+            meta = None  # damaged by an earlier rewrite
+    tensors = load_file(path)
+    raw = change(meta)
+    save_file(tensors, str(path), metadata={"napari-unet": raw if isinstance(raw, str) else json.dumps(meta)})
+    return path
+
+
+def test_encoder_weights_in_a_file_never_reach_smp(tmp_path, monkeypatch):
+    """Pretrained weights named in a file would make smp download them at load time."""
+    import segmentation_models_pytorch as smp
+
+    path = UNetModel.create(ModelConfig(arch="smp", encoder="resnet18"), halo=32).save(tmp_path / "m.safetensors")
+    rewrite_settings(path, lambda meta: meta["model"].update(encoder_weights="imagenet"))
+    asked = []
+    original = smp.Unet
+
+    def recording_unet(*args, **kwargs):
+        asked.append(kwargs.get("encoder_weights"))
+        return original(*args, **{**kwargs, "encoder_weights": None})
+
+    monkeypatch.setattr(smp, "Unet", recording_unet)
+    model = UNetModel.load(path)
+    assert asked == [None] and model.config.encoder_weights is None
+
+
+def test_malformed_settings_json_names_the_file(tmp_path):
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), lambda meta: '{"model": {"arch": ')
+    with pytest.raises(ModelFileError, match=f"{path}.*not valid JSON"):
+        UNetModel.load(path)
+    rewrite_settings(path, lambda meta: "[1, 2]")
+    with pytest.raises(ModelFileError, match=f"{path}.*not a JSON object"):
+        UNetModel.load(path)
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"base_width": 10**6}, "base_width 1000000 is beyond"),
+    ({"classes": 10**7}, "classes 10000000 is beyond"),
+    ({"in_channels": 10**5}, "in_channels 100000 is beyond"),
+    ({"depth": 60}, "depth 60 is too deep"),
+    ({"base_width": 2048, "depth": 6}, "weights"),  # each value plausible, the network is not
+])
+def test_absurd_sizes_are_refused_before_building_the_network(tmp_path, monkeypatch, settings, message):
+    import napari_unet.modelfile as mf
+
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), lambda meta: meta["model"].update(settings))
+
+    def no_building(config):
+        raise AssertionError("the network was built")
+
+    monkeypatch.setattr(mf, "build_network", no_building)
+    with pytest.raises(ModelFileError, match=f"{path}.*{message}"):
+        UNetModel.load(path)
+
+
+@pytest.mark.parametrize("field,value", [("tile", 0), ("tile", -64), ("tile", "256"), ("tile", True), ("halo", -1),
+                                         ("halo", 2.5), ("tile", 10**9)])
+def test_tile_and_halo_are_validated(tmp_path, field, value):
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), lambda meta: meta.update({field: value}))
+    with pytest.raises(ModelFileError, match=f"{field} must be an integer"):
+        UNetModel.load(path)
+
+
+def test_settings_of_the_wrong_type_are_refused(tmp_path):
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), lambda meta: meta.update(history="oops"))
+    with pytest.raises(ModelFileError, match="'history' must be a JSON list"):
+        UNetModel.load(path)
+    rewrite_settings(path, lambda meta: meta.update(history=[], format_version="2"))
+    with pytest.raises(ModelFileError, match="format_version must be an integer"):
+        UNetModel.load(path)
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_saved_files_get_the_users_usual_mode(tmp_path, umask, mode):
+    from napari_unet.modelfile import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        small().save(tmp_path / "m.safetensors")
+        atomic_write_bytes(tmp_path / "settings.json", b"{}")
+    finally:
+        os.umask(old)
+    for name in ("m.safetensors", "settings.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name

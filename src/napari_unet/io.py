@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,19 +74,165 @@ def read_image(path: str | Path, memmap: bool = True) -> np.ndarray:
     return array
 
 
-def _temporary(path: Path) -> Path:
+# ---------------------------------------------------------------------------------------------
+# pixel size: read from an input, written to its outputs
+
+_UNITS = {"um": "micron", "µm": "micron", "\\u00B5m": "micron", "microns": "micron", "micrometer": "micron"}
+_RESUNIT_NAMES = {tifffile.RESUNIT.INCH: "inch", tifffile.RESUNIT.CENTIMETER: "cm"}
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """The physical size of a pixel, read from an input TIFF and copied to its outputs.
+
+    Parameters
+    ----------
+    x, y : float
+        Width and height of a pixel in ``unit``.
+    unit : str
+        ImageJ's spelling: ``micron``, ``nm``, ``mm``, ``cm``, ``inch``...
+    z : float or None
+        Distance between the planes of a Z stack in ``unit``, when known.
+    """
+
+    x: float
+    y: float
+    unit: str
+    z: float | None = None
+
+
+def _ratio(value) -> float | None:
+    try:
+        num, den = value
+        return num / den if num and den else None
+    except (TypeError, ValueError):
+        return float(value) or None
+
+
+def read_pixel_size(path: str | Path) -> PixelSize | None:
+    """Pixel size and unit of a TIFF: ImageJ metadata (unit, spacing) or the resolution tags
+    (inch, cm); None when the file says nothing usable (no unit, or not readable)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            tags = page.tags
+            imagej = tif.imagej_metadata or {}
+            xres = _ratio(tags["XResolution"].value) if "XResolution" in tags else None
+            yres = _ratio(tags["YResolution"].value) if "YResolution" in tags else None
+            resunit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else tifffile.RESUNIT.INCH
+    except Exception:  # noqa: BLE001 - metadata is optional: never fail a prediction over it
+        return None
+    unit = imagej.get("unit") or _RESUNIT_NAMES.get(resunit)
+    if not xres or not unit or unit == "pixel":
+        return None
+    unit = _UNITS.get(str(unit), str(unit))
+    spacing = imagej.get("spacing")
+    return PixelSize(
+        x=1 / xres, y=1 / (yres or xres), unit=unit,
+        z=float(spacing) if isinstance(spacing, (int, float)) and spacing > 0 else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+IMAGEJ_ORDER = "TZCYX"
+
+
+#: centimetres per unit, to write a unit TIFF tags know when ImageJ's description cannot be used
+_CENTIMETERS = {"micron": 1e-4, "nm": 1e-7, "mm": 0.1, "cm": 1.0, "m": 100.0}
+
+
+def _resolve_axes(axes: str | None, ndim: int) -> str | None:
+    if axes is None and ndim == 2:
+        return "YX"
+    if axes is not None and len(axes) != ndim:
+        raise ValueError(f"axes {axes!r} do not match an array of {ndim} dimensions")
+    return axes
+
+
+def _imagej_layout(axes: str | None) -> str | None:
+    """``axes`` in ImageJ's hyperstack order (TZCYX), or None if ImageJ cannot describe them."""
+    if axes is None or len(set(axes)) != len(axes) or not set(axes) <= set(IMAGEJ_ORDER) or not axes.endswith("YX"):
+        return None
+    return "".join(a for a in IMAGEJ_ORDER if a in axes)
+
+
+def _tiff_options(
+    shape: tuple[int, ...], axes: str | None, imagej_axes: str | None, pixel_size: PixelSize | None
+) -> dict:
+    """tifffile.imwrite arguments: grayscale pages (never RGB), an ImageJ hyperstack
+    description when the axes allow it (else tifffile's own, with the axes), the pixel size."""
+    options: dict = {"photometric": "minisblack"}
+    extra: dict = {}
+    if pixel_size is not None:
+        unit, x, y = pixel_size.unit, pixel_size.x, pixel_size.y
+        if imagej_axes is None and unit in _CENTIMETERS:
+            unit, x, y = "cm", x * _CENTIMETERS[unit], y * _CENTIMETERS[unit]
+        options["resolution"] = (1 / x, 1 / y)
+        # ImageJ's convention: the unit is in the description and the tag says "no unit" (but
+        # for the two units TIFF knows); the resolution is then pixels per that unit
+        options["resolutionunit"] = {"inch": "INCH", "cm": "CENTIMETER"}.get(unit, "NONE")
+        extra["unit"] = "".join(c if c.isascii() else f"\\u{ord(c):04X}" for c in unit)  # ImageJ's escape
+        if pixel_size.z is not None and imagej_axes and "Z" in imagej_axes:
+            extra["spacing"] = pixel_size.z
+    if imagej_axes is not None:
+        # written by hand rather than with imagej=True, which refuses int32 labels; ImageJ
+        # opens those as 32-bit images and reads the hyperstack layout from this description
+        options["description"] = tifffile.imagej_description(shape, imagej_axes, rgb=False, **extra)
+        options["metadata"] = None
+    elif axes is not None:
+        options["metadata"] = {"axes": axes}
+    return options
+
+
+def open_temporary(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new, empty file beside ``path`` (opened for writing), to be renamed over it.
+
+    Created with mode 0666 less the umask, as any file the user makes: ``tempfile.mkstemp``
+    would give 0600, which the rename keeps, and the result would be unreadable to the user's
+    group (a shared folder, a web server, a cluster job running as another user).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.tif", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
+
+
+def _temporary(path: Path) -> Path:
+    fd, tmp = open_temporary(path, ".tmp.tif")
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
-def write_tiff(path: str | Path, array: np.ndarray, compress: bool = True) -> Path:
-    """Write ``array`` to ``path`` atomically (zlib-compressed by default)."""
+def write_tiff(
+    path: str | Path,
+    array: np.ndarray,
+    compress: bool = True,
+    axes: str | None = None,
+    pixel_size: PixelSize | None = None,
+) -> Path:
+    """Write ``array`` to ``path`` atomically (zlib-compressed by default).
+
+    ``axes`` (e.g. ``YX``, ``ZYX``, ``CYX``) makes the file an ImageJ hyperstack, stored in
+    ImageJ's axis order (TZCYX); ``pixel_size`` (see :func:`read_pixel_size`) is written to
+    the resolution tags and the ImageJ description. Pages are always grayscale, never RGB.
+    """
     path = Path(path)
+    array = np.asarray(array)
+    axes = _resolve_axes(axes, array.ndim)
+    imagej_axes = _imagej_layout(axes)
+    if imagej_axes is not None:
+        array = np.transpose(array, [axes.index(a) for a in imagej_axes])
     tmp = _temporary(path)
     try:
-        tifffile.imwrite(tmp, np.asarray(array), compression="zlib" if compress else None)
+        tifffile.imwrite(tmp, array, compression="zlib" if compress else None,
+                         **_tiff_options(array.shape, axes, imagej_axes, pixel_size))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -94,13 +241,30 @@ def write_tiff(path: str | Path, array: np.ndarray, compress: bool = True) -> Pa
 
 
 @contextlib.contextmanager
-def tiff_memmap(path: str | Path, shape: tuple[int, ...], dtype: np.dtype) -> Iterator[np.memmap]:
-    """A writable TIFF memory map that appears at ``path`` only if the block ends normally."""
+def tiff_memmap(
+    path: str | Path,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    axes: str | None = None,
+    pixel_size: PixelSize | None = None,
+) -> Iterator[np.memmap]:
+    """A writable TIFF memory map that appears at ``path`` only if the block ends normally.
+
+    ``axes`` and ``pixel_size`` as in :func:`write_tiff`. The array handed out always has
+    ``shape`` in the order of ``axes``; the file may hold it in ImageJ's order (a probability
+    map with axes ``CZYX`` is stored as ``ZCYX``), the array is then a transposed view of it.
+    """
     path = Path(path)
+    shape = tuple(int(n) for n in shape)
+    axes = _resolve_axes(axes, len(shape))
+    imagej_axes = _imagej_layout(axes)
+    order = list(range(len(shape))) if imagej_axes is None else [axes.index(a) for a in imagej_axes]
+    file_shape = tuple(shape[i] for i in order)
     tmp = _temporary(path)
     try:
-        array = tifffile.memmap(tmp, shape=shape, dtype=dtype)
-        yield array
+        array = tifffile.memmap(tmp, shape=file_shape, dtype=dtype,
+                                **_tiff_options(file_shape, axes, imagej_axes, pixel_size))
+        yield np.transpose(array, np.argsort(order))
         array.flush()
         del array
         os.replace(tmp, path)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig, Normalization, from_dict, to_dict
+from .io import open_temporary
 from .models import Geometry, build_network, measure_halo
 
 FORMAT = "napari-unet"
@@ -94,6 +94,12 @@ class UNetModel:
 
     @classmethod
     def load(cls, path: str | Path) -> UNetModel:
+        """Read a model file; nothing in it is executed, downloaded or sized blindly.
+
+        The settings are checked before the network is built (absurd sizes are refused), and
+        ``encoder_weights`` is ignored: the weights come from the file, and naming pretrained
+        weights would make segmentation-models-pytorch download them.
+        """
         path = Path(path)
         meta, tensors = _read(path)
         try:
@@ -101,6 +107,10 @@ class UNetModel:
             normalization = from_dict(Normalization, meta.get("normalization", {}))
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(f"{path}: the model settings in this file are invalid: {err}") from None
+        config = replace(config, encoder_weights=None)
+        _check_size(path, config)
+        tile, halo = _tiling(path, meta)
+        extras = _extras(path, meta)
         network = build_network(config)
         missing, unexpected = [], []
         try:
@@ -118,17 +128,72 @@ class UNetModel:
             config=config,
             network=network,
             normalization=normalization,
-            tile=int(meta.get("tile", DEFAULT_TILE)),
-            halo=int(meta.get("halo", network.geometry.valid_margin)),
-            history=list(meta.get("history", [])),
-            training=dict(meta.get("training", {})),
-            postprocessing=dict(meta.get("postprocessing", {})),
+            tile=tile,
+            halo=network.geometry.valid_margin if halo is None else halo,
+            **extras,
         )
 
 
+#: limits on what a model file may ask for: far above any real U-Net (the paper's has 31
+#: million parameters), far below what would exhaust the memory of the machine reading it
+LIMITS = {"in_channels": 1024, "classes": 65536, "base_width": 4096, "tile": 65536, "halo": 65536}
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights
+
+
+def paper_parameters(config: ModelConfig) -> int:
+    """Number of weights of a ``unet``/``unet-paper`` network, computed without building it."""
+    widths = [config.base_width * 2**i for i in range(config.depth + 1)]
+    total, cin = 0, config.in_channels
+    for w in widths:  # contracting path and bottom: two 3x3 convolutions per level
+        total += 9 * cin * w + 9 * w * w
+        cin = w
+    for low, w in zip(widths[:0:-1], widths[-2::-1]):  # up-convolution, two 3x3 convolutions
+        total += 4 * low * w + 9 * 2 * w * w + 9 * w * w
+    return total + widths[0] * config.classes
+
+
+def _check_size(path: Path, config: ModelConfig) -> None:
+    for name in ("in_channels", "classes", "base_width"):
+        value = getattr(config, name)
+        if value > LIMITS[name]:
+            raise ModelFileError(f"{path}: {name} {value} is beyond any usable network (at most {LIMITS[name]}); "
+                                 "the file is damaged or not made by napari-unet")
+    if config.arch in ("unet", "unet-paper") and paper_parameters(config) > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{path}: depth {config.depth} with base width {config.base_width} means "
+            f"{paper_parameters(config):,} weights (at most {MAX_PARAMETERS:,}); the file is damaged"
+        )
+
+
+def _integer(path: Path, name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= LIMITS[name]:
+        raise ModelFileError(f"{path}: {name} must be an integer from {minimum} to {LIMITS[name]}, got {value!r}")
+    return value
+
+
+def _tiling(path: Path, meta: dict) -> tuple[int, int | None]:
+    """Default tile (>= 1) and halo (>= 0; None = the network's valid margin) of a file."""
+    tile = _integer(path, "tile", meta.get("tile", DEFAULT_TILE), 1)
+    halo = meta.get("halo")
+    return tile, None if halo is None else _integer(path, "halo", halo, 0)
+
+
+def _extras(path: Path, meta: dict) -> dict:
+    """History, training record and post-processing settings, checked for their types."""
+    out = {}
+    for name, kind in (("history", list), ("training", dict), ("postprocessing", dict)):
+        value = meta.get(name, kind())
+        if not isinstance(value, kind):
+            raise ModelFileError(f"{path}: '{name}' must be a JSON {'list' if kind is list else 'object'}, "
+                                 f"got {type(value).__name__}")
+        out[name] = value
+    return out
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``data`` to ``path`` atomically, with the mode any new file of the user gets."""
+    path = Path(path)
+    fd, tmp = open_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -169,13 +234,22 @@ def _read(path: Path) -> tuple[dict, dict]:
         tensors = load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as err:
         raise ModelFileError(f"{path} is damaged or not a model file: {err}") from None
-    raw = (header.get("__metadata__") or {}).get(FORMAT)
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    raw = metadata.get(FORMAT) if isinstance(metadata, dict) else None
     if raw is None:
         raise ModelFileError(
             f"{path} is a safetensors file but not a napari-unet model (no '{FORMAT}' metadata)"
         )
-    meta = json.loads(raw)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    try:
+        meta = json.loads(raw)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: the napari-unet settings in this file are not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: the napari-unet settings in this file are not a JSON object")
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ModelFileError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written by a newer napari-unet ({meta.get('package_version')}); upgrade"
         )
