@@ -6,6 +6,8 @@ every tile: per-tile statistics would make neighbouring tiles disagree and show 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .axes import Planes
@@ -37,17 +39,49 @@ def _sample(planes: Planes) -> np.ndarray:
     return np.concatenate(blocks, axis=1)
 
 
+#: a percentile range below this is no range: dividing by it would blow pixel values up to
+#: ~1e8 and beyond, where bfloat16/float16 overflow (NaN probabilities)
+MIN_RANGE = 1e-6
+
+
+class NormalizationWarning(UserWarning):
+    """The image's percentiles could not be used; the message says what was used instead."""
+
+
 def percentiles(planes: Planes, settings: Normalization) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel low and high percentiles over the whole image."""
+    """Per-channel low and high percentiles over the whole image.
+
+    When they are equal (sparse fluorescence: most pixels have the background value) the
+    channel's minimum and maximum are used instead, and when the channel is flat, a range of
+    1 from its value; both with a :class:`NormalizationWarning`.
+    """
     sample = _sample(planes)
     check_finite(sample)
     lo = np.percentile(sample, settings.low, axis=1).astype(np.float32)
     hi = np.percentile(sample, settings.high, axis=1).astype(np.float32)
+    for c in np.flatnonzero(hi - lo < MIN_RANGE):
+        which = f"channel {c} of the image" if planes.channels > 1 else "the image"
+        low, high = float(sample[c].min()), float(sample[c].max())
+        if high - low >= MIN_RANGE:
+            warnings.warn(
+                f"{which}: the {settings.low:g} and {settings.high:g} percentiles are both {float(lo[c]):g} "
+                f"(most pixels have that value: a sparse signal?); normalising with its minimum and "
+                f"maximum ({low:g} .. {high:g}) instead",
+                NormalizationWarning, stacklevel=2,
+            )
+            lo[c], hi[c] = low, high
+        else:
+            warnings.warn(
+                f"{which} is flat (every pixel is {low:g}): there is nothing to segment; normalising "
+                "with a scale of 1",
+                NormalizationWarning, stacklevel=2,
+            )
+            lo[c], hi[c] = low, low + 1
     return lo, hi
 
 
 def apply(block: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Map ``lo`` to 0 and ``hi`` to 1 for a (channels, ...) block; float32 result."""
     shape = (-1,) + (1,) * (block.ndim - 1)
-    scale = np.maximum(hi - lo, 1e-6).reshape(shape)
+    scale = np.maximum(hi - lo, MIN_RANGE).reshape(shape)
     return (block.astype(np.float32) - lo.reshape(shape)) / scale
