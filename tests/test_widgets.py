@@ -265,3 +265,49 @@ def test_closing_napari_mid_training_stops_and_keeps_best_model(make_napari_view
     assert saved.training["best_epoch"] >= 1
     assert CURRENT.model is train.trainer.model and CURRENT.path == path
     assert not [p for p in napari.utils.progress._all_instances if "Training U-Net" in (p.desc or "")]
+
+
+def test_predict_offers_the_bundled_model_and_names_auto_values(make_napari_viewer, qtbot, tmp_path, nuclei, monkeypatch):
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+    from napari_unet.sample import SAMPLE_MODEL
+
+    bundled_name = "bundled nuclei model (DSB2018)"
+    monkeypatch.setattr(CURRENT, "model", None)  # a fresh session
+    bundled = UNetModel.load(SAMPLE_MODEL)
+    v = make_napari_viewer()
+    v.add_image(nuclei[0][:96, :128], name="img")
+    w = PredictWidget(v)
+    assert w.source.value == bundled_name  # ready to predict without training anything
+    assert w.tile.value == 0 and w.tile.current_choice == f"auto ({bundled.tile})"
+    assert w.halo.value == -1 and w.halo.current_choice == f"auto ({bundled.halo}, fixed by the network)"
+    assert w.halo.choices == (-1,)  # unet-paper: the valid convolutions decide
+
+    padded = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4), tile=128)
+    w.source.value = "model file"
+    w.model_file.value = padded.save(tmp_path / "padded.safetensors")
+    assert w.tile.current_choice == "auto (128)"
+    assert w.halo.current_choice == f"auto ({padded.halo}, from the network)"
+    assert 32 in w.halo.choices and 64 in w.tile.choices
+    w.halo.value = 32
+    w.model_file.value = tmp_path / "missing.safetensors"
+    assert not w.run_button.enabled and "Choose a model file" in w.status.value
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
+    w.model_file.value = tmp_path / "broken.safetensors"
+    assert not w.run_button.enabled and "Cannot use this model" in w.status.value
+
+    w.source.value = bundled_name
+    w.image.value = v.layers["img"]
+    w.device.value = "cpu"
+    assert w.run_button.enabled
+    w.run()
+    wait_job(qtbot, w)
+    found = v.layers["img U-Net labels"].data
+    assert len(np.unique(found[found > 0])) >= 5  # it finds nuclei
+    assert CURRENT.path == SAMPLE_MODEL  # and is now the session's model (to fine-tune)
+
+    CURRENT.set(UNetModel.create(ModelConfig(depth=2, base_width=4)))
+    assert w.source.value == "model trained in this session"
+    assert bundled_name in w.source.choices  # always offered

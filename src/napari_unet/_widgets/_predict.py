@@ -16,7 +16,28 @@ if TYPE_CHECKING:
     import napari
 
 LAST = "model trained in this session"
+BUNDLED = "bundled nuclei model (DSB2018)"
 FILE = "model file"
+TILES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+HALOS = (0, 16, 32, 48, 64, 96, 128, 192, 256)
+AUTO = "auto (the model's)"
+
+
+def tile_choices(model) -> list[tuple[str, int]]:
+    """Tile sizes for a ComboBox: 0 = the model's default, shown with its value."""
+    if model is None:
+        return [(AUTO, 0)] + [(str(t), t) for t in TILES]
+    step = model.geometry.step
+    return [(f"auto ({model.tile})", 0)] + [(str(t), t) for t in TILES if t >= step]
+
+
+def halo_choices(model) -> list[tuple[str, int]]:
+    """Halos for a ComboBox: -1 = the model's own; networks with valid convolutions have no other."""
+    if model is None:
+        return [(AUTO, -1)] + [(str(h), h) for h in HALOS]
+    if not model.geometry.padded:
+        return [(f"auto ({model.halo}, fixed by the network)", -1)]
+    return [(f"auto ({model.halo}, from the network)", -1)] + [(str(h), h) for h in HALOS]
 
 
 class PredictWidget(Container):
@@ -35,14 +56,17 @@ class PredictWidget(Container):
         self.axes = ComboBox(label="image axes", choices=["auto"], value="auto",
                              tooltip="Layout of the image: stacks (ZYX, TYX) are predicted plane by plane; "
                                      "C marks a channel axis")
-        self.source = ComboBox(label="model", choices=[LAST, FILE], value=FILE)
+        self.source = ComboBox(label="model", choices=[LAST, BUNDLED, FILE], value=BUNDLED,
+                               tooltip="The model trained (or loaded) in this session, the nuclei model that "
+                                       "comes with napari-unet (trained on DSB2018 fluorescence nuclei), or a file")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors")
-        self.tile = SpinBox(label="tile", value=0, min=0, max=8192, step=16,
-                            tooltip="Output pixels per tile side; the halo is added around it. "
-                                    "0 = the model's default. Larger tiles are faster but need more memory.")
-        self.halo = SpinBox(label="halo", value=-1, min=-1, max=1024, step=16,
-                            tooltip="Context on each side of a tile, taken from the neighbouring image "
-                                    "(mirrored at the borders). -1 = the model's default; fixed for unet-paper.")
+        self.tile = ComboBox(label="tile", choices=tile_choices(None), value=0,
+                             tooltip="Output pixels per tile side; the halo is added around it. auto = the "
+                                     "model's default. Larger tiles are faster but need more memory.")
+        self.halo = ComboBox(label="halo", choices=halo_choices(None), value=-1,
+                             tooltip="Context on each side of a tile, taken from the neighbouring image "
+                                     "(mirrored at the borders). auto = what the network needs; unet-paper's "
+                                     "valid convolutions fix it.")
         self.batch = SpinBox(label="batch", value=4, min=1, max=256, tooltip="Tiles per forward pass")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.probabilities = CheckBox(text="also add probabilities", value=False)
@@ -54,7 +78,8 @@ class PredictWidget(Container):
                      self.device, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
-        self._loaded: tuple[str, object] | None = None
+        self._loaded: tuple[tuple, object] | None = None  # ((path, mtime), model) of the last file read
+        self._load_error = ""
         self.run_button.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
         self.image.changed.connect(self._refresh)
@@ -93,29 +118,59 @@ class PredictWidget(Container):
         running = self.job is not None and self.job.running
         self.axes.choices = axes_choices(self.image.value)
         self.model_file.visible = self.source.value == FILE
-        have_model = CURRENT.model is not None if self.source.value == LAST else Path(str(self.model_file.value)).is_file()
-        self.run_button.enabled = self.image.value is not None and have_model and not running
+        model = self._chosen()
+        self.tile.choices = tile_choices(model)
+        self.halo.choices = halo_choices(model)
+        self.run_button.enabled = self.image.value is not None and model is not None and not running
         self.cancel.enabled = running
         if running:
             return
         if self.image.value is None:
             self.status.value = "Add an image layer to predict."
-        elif not have_model:
-            self.status.value = ("Train a model first (Train U-Net)." if self.source.value == LAST
-                                 else "Choose a model file (.safetensors).")
-        elif self.status.value.startswith(("Add an image", "Train a model", "Choose a model")):
+        elif model is None:
+            self.status.value = (self._load_error or ("Train a model first (Train U-Net)." if self.source.value == LAST
+                                                      else "Choose a model file (.safetensors)."))
+        elif self.status.value.startswith(("Add an image", "Train a model", "Choose a model", "Cannot use")):
             self.status.value = ""
 
-    def model(self):
+    def _path(self) -> Path | None:
+        """The file the model source names (None: the model trained in this session)."""
         if self.source.value == LAST:
-            return CURRENT.model
-        from napari_unet.modelfile import UNetModel
+            return None
+        if self.source.value == BUNDLED:
+            from napari_unet.sample import SAMPLE_MODEL
 
-        path = str(self.model_file.value)
-        if self._loaded is None or self._loaded[0] != path:
-            self._loaded = (path, UNetModel.load(path))
-            CURRENT.set(self._loaded[1], Path(path))
+            return SAMPLE_MODEL
+        return Path(str(self.model_file.value))
+
+    def _chosen(self):
+        """The model the source names, read from its file once (None if there is none)."""
+        from napari_unet.modelfile import ModelFileError, UNetModel
+
+        self._load_error = ""
+        path = self._path()
+        if path is None:
+            return CURRENT.model
+        if not path.is_file():
+            return None
+        key = (str(path), path.stat().st_mtime_ns)
+        if self._loaded is None or self._loaded[0] != key:
+            try:
+                self._loaded = (key, UNetModel.load(path))
+            except ModelFileError as err:
+                self._load_error = f"Cannot use this model: {err}"
+                return None
         return self._loaded[1]
+
+    def model(self):
+        """The model to predict with; a model read from a file becomes the session's current
+        model (the one Train U-Net fine-tunes)."""
+        model = self._chosen()
+        if model is None:
+            raise ValueError(self._load_error or "no model chosen")
+        if self.source.value != LAST and CURRENT.model is not model:
+            CURRENT.set(model, self._path())
+        return model
 
     def run(self) -> None:
         from napari_unet.config import PredictConfig
