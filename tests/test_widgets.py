@@ -311,3 +311,42 @@ def test_predict_offers_the_bundled_model_and_names_auto_values(make_napari_view
     CURRENT.set(UNetModel.create(ModelConfig(depth=2, base_width=4)))
     assert w.source.value == "model trained in this session"
     assert bundled_name in w.source.choices  # always offered
+
+
+def test_loss_plot_says_no_training_yet_then_labels_its_axes(qtbot):
+    from napari_unet._widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    assert plot.state == "empty"
+    assert plot.message.get_visible() and "No training yet" in plot.message.get_text()
+    assert not plot.loss_axes.get_visible() and not plot.metric_axes.get_visible()  # no meaningless frame
+
+    plot.add_epoch(0, float("nan"), 0.4, 0.6, "ap@0.5")  # fine-tuning: the starting model
+    plot.add_epoch(1, 0.5, 0.35, 0.7, "ap@0.5")
+    assert plot.state == "training" and not plot.message.get_visible()
+    assert plot.epochs == [0, 1]
+    assert plot.loss_axes.get_ylabel() == "loss" and plot.loss_axes.get_xlabel() == "epoch"
+    assert plot.metric_axes.get_ylabel() == "validation AP@0.5"
+
+    plot.figure.set_size_inches(4, 2.6)
+    plot.figure.canvas.draw()
+    renderer = plot.figure.canvas.get_renderer()
+    figure_box = plot.figure.bbox
+    boxes = {
+        "loss label": plot.loss_axes.yaxis.label.get_window_extent(renderer),
+        "metric label": plot.metric_axes.yaxis.label.get_window_extent(renderer),
+        "epoch label": plot.loss_axes.xaxis.label.get_window_extent(renderer),
+    }
+    for name, box in boxes.items():  # readable: inside the figure, not on each other
+        assert figure_box.x0 - 1 <= box.x0 and box.x1 <= figure_box.x1 + 1, name
+        assert figure_box.y0 - 1 <= box.y0 and box.y1 <= figure_box.y1 + 1, name
+    assert not boxes["loss label"].overlaps(boxes["metric label"])
+    frame = plot.loss_axes.get_window_extent(renderer)
+    assert boxes["loss label"].x1 <= frame.x0 and boxes["metric label"].x0 >= frame.x1  # one on each side
+    for tick in plot.metric_axes.get_yticklabels():
+        if tick.get_text():
+            assert not tick.get_window_extent(renderer).overlaps(boxes["metric label"])
+
+    plot.clear()
+    assert plot.state == "empty" and plot.message.get_visible()
