@@ -8,7 +8,7 @@ from napari_unet.config import ModelConfig, PredictConfig
 from napari_unet.devices import DeviceError
 from napari_unet.modelfile import UNetModel
 from napari_unet.predict import predict, run
-from napari_unet.tiling import plan_tiles, reflect_indices
+from napari_unet.tiling import TilePlan, plan_tiles, reflect_indices
 
 
 @pytest.mark.parametrize("n,start,stop", [(5, -12, 20), (1, -3, 4), (2, -5, 7), (7, 0, 7)])
@@ -65,12 +65,27 @@ def test_tiled_equals_one_pass_for_paper_unet(paper_model, nuclei, shape, tile):
     np.testing.assert_array_equal(tiled.labels, ref.argmax(0))
 
 
-def test_tiled_deviates_when_tiles_start_off_the_pooling_grid(paper_model, nuclei):
-    """Sanity check of the test above: a 4-pixel shift of the tile grid changes the output,
-    so the exactness test would catch a misaligned grid."""
+def test_tiled_deviates_when_tiles_start_off_the_pooling_grid(paper_model, nuclei, monkeypatch):
+    """Sanity check of the exactness test above: the same tiler, with every tile but the first
+    starting half a pooling step earlier (off the grid), no longer equals one pass, so the
+    exactness test would catch a misaligned grid."""
     image = nuclei[0][:96, :96]
     ref = one_pass(paper_model, image)
-    shifted = one_pass(paper_model, np.pad(image, ((4, 0), (4, 0)), mode="reflect"))[:, 4:, 4:]
+    settings = PredictConfig(tile=32)
+    aligned = run(predict(paper_model, image, "YX", settings, probabilities=True)).probabilities
+    assert np.abs(aligned - ref).max() < 1e-5
+    shift = paper_model.geometry.step // 2
+    planned = TilePlan.origins.fget
+
+    def off_grid(plan):
+        # each tile starts `shift` pixels early and overlaps its predecessor: the cores still
+        # cover the image, later tiles overwrite the overlap
+        return [(max(0, y - shift), max(0, x - shift)) for y, x in planned(plan)]
+
+    monkeypatch.setattr(TilePlan, "origins", property(off_grid))
+    origins = plan_tiles((96, 96), paper_model.geometry, 32, 0).origins
+    assert any(y % paper_model.geometry.step for y, _ in origins)  # really off the grid
+    shifted = run(predict(paper_model, image, "YX", settings, probabilities=True)).probabilities
     assert np.abs(shifted - ref).max() > 1e-3
 
 

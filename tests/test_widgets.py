@@ -146,8 +146,16 @@ def test_bad_inputs_are_explained(make_napari_viewer, qtbot, tmp_path, nuclei):
     train.labels.value = v.layers["3d"]
     train.run()
     assert "shape" in train.status.value
+    # the layer combos follow the viewer: a new layer is offered (and preselected, being the
+    # active one); a removed one is neither offered nor kept as the choice
     v.add_image(np.ones((64, 64), np.float32) * 0.5, name="floaty")
+    assert [layer.name for layer in train.image.choices] == ["img", "floaty"]
+    assert train.image.value is v.layers["floaty"]
     v.layers.remove("floaty")
+    assert [layer.name for layer in train.image.choices] == ["img"]
+    assert train.image.value is v.layers["img"]
+    train.run()  # runs on what is there: the 3D labels' shape is still the problem named
+    assert "shape" in train.status.value and train.job is None
 
 
 def test_predict_stack_and_multichannel(make_napari_viewer, qtbot, tmp_path, nuclei):
