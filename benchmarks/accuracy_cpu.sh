@@ -6,6 +6,7 @@
 #                   python benchmarks/make_rescaled.py bench_data/dsb_test 0.5 bench_data/dsb_test_x0.5
 #                   python benchmarks/make_rescaled.py bench_data/dsb_test 2 bench_data/dsb_test_x2
 # Writes benchmarks/results/NAME_{train.log,eval.jsonl} and NAME.safetensors (not committed).
+# SKIP_TRAIN=1: only the scores after the first one (the model exists, dsb_test is scored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=$1; MINUTES=$2; shift 2
@@ -13,9 +14,11 @@ B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 NU=.venv/bin/napari-unet
 START=$(date +%s)
+if [[ -z "${SKIP_TRAIN:-}" ]]; then
 $NU train --images $B/dsb_train/images --labels $B/dsb_train/labels --out $R/$NAME.safetensors \
     --mode instance --device cpu --time-limit "$MINUTES" --quiet "$@" 2> $R/${NAME}_train.log
 echo "wall seconds for train (preparation, training, tuning): $(( $(date +%s) - START ))" >> $R/${NAME}_train.log
+fi
 ev() {  # label, data folder, extra flags
     local label=$1 data=$2; shift 2
     local t0=$(date +%s)
@@ -28,8 +31,8 @@ keys = ["ap@0.5", "ap@0.6", "ap@0.7", "ap@0.8", "ap@0.9", "precision@0.5", "reca
 print(json.dumps({"set": label, "seconds": seconds, "images": d["images"], **{k: round(d[k], 4) for k in keys}}))
 PY
 }
-: > $R/${NAME}_eval.jsonl
-ev dsb_test $B/dsb_test
+[[ -n "${SKIP_TRAIN:-}" ]] || : > $R/${NAME}_eval.jsonl
+[[ -n "${SKIP_TRAIN:-}" ]] || ev dsb_test $B/dsb_test
 ev dsb_test_tta $B/dsb_test --tta
 ev other_nuclei_2d $B/other_nuclei_2d
 ev other_nuclei_2d_auto_size $B/other_nuclei_2d --object-size auto
