@@ -193,3 +193,33 @@ def test_saved_files_get_the_users_usual_mode(tmp_path, umask, mode):
         os.umask(old)
     for name in ("m.safetensors", "settings.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m["model"].update(arch="fcn"), "unknown architecture 'fcn'; choose one of"),
+    (lambda m: m["model"].update(base_width=0), "base_width must be a number >= 1"),
+    (lambda m: m["model"].update(mode="instance", classes=5), "instance mode with 3-class targets predicts 3"),
+    (lambda m: m["model"].update(class_names=["a"]), "1 class names given for 2 classes"),
+    (lambda m: m["model"].update(bogus=1), r"unknown ModelConfig setting\(s\) \['bogus'\]; valid:"),
+    (lambda m: m.update(normalization={"low": 50, "high": 10}), "percentiles must satisfy"),
+])
+def test_invalid_settings_are_named_with_the_file(tmp_path, change, message):
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), change)
+    with pytest.raises(ModelFileError, match=f"{path}: the model settings in this file are invalid: .*{message}"):
+        UNetModel.load(path)
+    rewrite_settings(path, lambda m: m.pop("model"))
+    with pytest.raises(ModelFileError, match=f"{path}: this file has no model settings"):
+        UNetModel.load(path)
+
+
+def test_newer_format_and_mismatched_weights_are_refused(tmp_path):
+    path = rewrite_settings(small().save(tmp_path / "m.safetensors"), lambda m: m.update(format_version=99))
+    with pytest.raises(ModelFileError, match="written by a newer napari-unet"):
+        UNetModel.load(path)
+    path = rewrite_settings(small().save(tmp_path / "w.safetensors"), lambda m: m["model"].update(depth=3))
+    with pytest.raises(ModelFileError, match=r"weights do not fit the described network \(size mismatch for") as err:
+        UNetModel.load(path)
+    assert "\n" not in str(err.value)  # one line: the CLI prints errors as one line
+    path = rewrite_settings(small().save(tmp_path / "b.safetensors"), lambda m: m["model"].update(batch_norm=True))
+    with pytest.raises(ModelFileError, match=r"weights do not fit the described network \(missing"):
+        UNetModel.load(path)

@@ -358,3 +358,53 @@ def test_loss_plot_says_no_training_yet_then_labels_its_axes(qtbot):
 
     plot.clear()
     assert plot.state == "empty" and plot.message.get_visible()
+
+
+def test_widget_messages_before_and_during_a_run(make_napari_viewer, qtbot, tmp_path, nuclei, monkeypatch):
+    from napari_unet._widgets import PredictWidget, TrainWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.training import Trainer, TrainProgress
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    v = make_napari_viewer()
+    predict = PredictWidget(v)
+    assert not predict.run_button.enabled and predict.status.value == "Add an image layer to predict."
+    v.add_image(nuclei[0][:64, :64], name="img")
+    predict.source.value = "model trained in this session"
+    assert not predict.run_button.enabled and "Train a model first" in predict.status.value
+
+    v.add_labels(nuclei[1][:64, :64].astype(np.int32), name="lab")
+    train = TrainWidget(v)
+    train.image.value, train.labels.value = v.layers["img"], v.layers["lab"]
+    configure_tiny(train, tmp_path)
+    train.fine_tune.value = True
+    train.run()
+    assert "No current model to fine-tune" in train.status.value and train.job is None
+    train.fine_tune.value = False
+
+    train._add_pair()
+    v.add_labels(nuclei[1][:64, :64].astype(np.int32), name="lab2")
+    train.labels.value = v.layers["lab2"]
+    train._add_pair()
+    v.layers.remove("lab2")
+    train.run()
+    assert "Cannot start" in train.status.value and "no longer exists" in train.status.value
+    train._pairs.clear()
+
+    def endless(self):  # a training run that goes on until cancelled, at a human pace
+        import time
+
+        for step in range(1, 10**6):
+            time.sleep(0.02)
+            yield TrainProgress("step", 1, 1, step, 10**6, 0.5, 0.1)
+
+    monkeypatch.setattr(Trainer, "run", endless)
+    train.labels.value = v.layers["lab"]
+    train.run()
+    qtbot.waitUntil(lambda: train.progress.value > 0, timeout=60_000)
+    first = train.job
+    train.run()  # a second click (the button is disabled; a script could still call it)
+    assert train.status.value == "Training is already running." and train.job is first
+    train.stop()
+    qtbot.waitUntil(lambda: not first.running, timeout=60_000)
+    assert "Cancelled" in train.status.value and train.start.enabled

@@ -102,6 +102,8 @@ class UNetModel:
         """
         path = Path(path)
         meta, tensors = _read(path)
+        if not isinstance(meta.get("model"), dict):
+            raise ModelFileError(f"{path}: this file has no model settings (no 'model' object in its header)")
         try:
             config = from_dict(ModelConfig, meta["model"])
             normalization = from_dict(Normalization, meta.get("normalization", {}))
@@ -116,8 +118,10 @@ class UNetModel:
         try:
             result = network.load_state_dict(tensors, strict=False)
             missing, unexpected = result.missing_keys, result.unexpected_keys
-        except RuntimeError as err:
-            raise ModelFileError(f"{path}: weights do not fit the described network: {err}") from None
+        except RuntimeError as err:  # torch lists every mismatch, one per line: name the first
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            first = next((line for line in lines if "mismatch" in line), lines[0] if lines else "")
+            raise ModelFileError(f"{path}: weights do not fit the described network ({first})") from None
         if missing or unexpected:
             raise ModelFileError(
                 f"{path}: weights do not fit the described network "
