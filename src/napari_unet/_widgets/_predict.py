@@ -40,6 +40,20 @@ def halo_choices(model) -> list[tuple[str, int]]:
     return [(f"auto ({model.halo}, from the network)", -1)] + [(str(h), h) for h in HALOS]
 
 
+OBJECT_SIZES = [("as trained (no rescaling)", None), ("auto (estimate)", "auto")] + [
+    (f"{d} px", float(d)) for d in (8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)]
+
+
+def object_size_choices(model) -> list[tuple[str, object]]:
+    """Object diameters for a ComboBox, naming the size the model learned when it is known."""
+    from napari_unet.predict import trained_diameter
+
+    learned = trained_diameter(model) if model is not None else None
+    if learned is None:
+        return OBJECT_SIZES
+    return [(f"as trained ({learned:.0f} px, no rescaling)", None)] + OBJECT_SIZES[1:]
+
+
 class PredictWidget(Container):
     """Dock widget: predict an image layer with the current model or a model file.
 
@@ -70,12 +84,19 @@ class PredictWidget(Container):
         self.batch = SpinBox(label="batch", value=4, min=1, max=256, tooltip="Tiles per forward pass")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.probabilities = CheckBox(text="also add probabilities", value=False)
+        self.tta = CheckBox(text="test-time augmentation (8x slower)", value=False,
+                            tooltip="Average the predictions of the 8 flips and 90 degree rotations of every "
+                                    "tile (as the U-Net paper did): smoother, usually more accurate")
+        self.object_size = ComboBox(label="object size", choices=OBJECT_SIZES, value=None,
+                                    tooltip="Instance models: typical object diameter in this image. The image is "
+                                            "rescaled so that objects have the size the model learned (like "
+                                            "Cellpose's diameter). auto = estimated from a first prediction")
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
         self.extend([self.image, self.axes, self.source, self.model_file, self.tile, self.halo, self.batch,
-                     self.device, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
+                     self.device, self.object_size, self.tta, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
         self._loaded: tuple[tuple, object] | None = None  # ((path, mtime), model) of the last file read
@@ -121,6 +142,8 @@ class PredictWidget(Container):
         model = self._chosen()
         self.tile.choices = tile_choices(model)
         self.halo.choices = halo_choices(model)
+        self.object_size.choices = object_size_choices(model)
+        self.object_size.visible = model is not None and model.config.mode == "instance"
         self.run_button.enabled = self.image.value is not None and model is not None and not running
         self.cancel.enabled = running
         if running:
@@ -183,7 +206,8 @@ class PredictWidget(Container):
             model = self.model()
             axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
             settings = PredictConfig(tile=self.tile.value or None, halo=None if self.halo.value < 0 else self.halo.value,
-                                     batch=int(self.batch.value), device=self.device.value)
+                                     batch=int(self.batch.value), device=self.device.value,
+                                     tta=bool(self.tta.value), object_size=self.object_size.value)
             image_planes(layer.data, axes, model.config.in_channels)  # axes and channels, cheaply
             gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:

@@ -56,19 +56,35 @@ class TrainWidget(Container):
                              tooltip="instance: every object has its own id; semantic: values are classes")
         self.unlabelled_zero = CheckBox(text="0 = unlabelled (scribbles)", value=False,
                                         tooltip="Semantic: pixels with 0 are not annotated and ignored")
-        self.arch = ComboBox(label="architecture", choices=["unet-paper", "smp"], value="unet-paper",
-                             tooltip="unet-paper: Ronneberger et al. 2015 (exact tiling); smp: pretrainable encoders")
+        from napari_unet.training import TrainConfig
+
+        defaults = TrainConfig()
+        self.instance_targets = ComboBox(
+            label="instance targets", choices=["distance", "3-class"], value=defaults.instance_targets,
+            tooltip="distance: foreground + distance to the object's boundary (separates touching nuclei "
+                    "best in our measurements); 3-class: background / interior / boundary (the U-Net paper)")
+        self.arch = ComboBox(label="architecture", choices=["unet", "unet-paper", "smp"], value=defaults.arch,
+                             tooltip="unet: the paper's layout with padded convolutions (fastest to train on a CPU); "
+                                     "unet-paper: Ronneberger et al. 2015, valid convolutions, exact tiling; "
+                                     "smp: segmentation-models-pytorch encoders")
         self.encoder = ComboBox(label="encoder", choices=["resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0"],
                                 value="resnet34", tooltip="smp encoder (weights start random)")
-        self.base_width = SpinBox(label="base width", value=32, min=4, max=128, step=4,
-                                  tooltip="unet-paper channels of the first level (paper: 64)")
-        self.epochs = SpinBox(label="epochs", value=30, min=1, max=10000)
-        self.patch = SpinBox(label="patch", value=128, min=16, max=2048, step=16,
+        self.base_width = SpinBox(label="base width", value=defaults.base_width, min=4, max=128, step=4,
+                                  tooltip="Channels of the first level (the paper: 64)")
+        self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=10000,
+                              tooltip="Maximum number of validations; training also stops at the time limit")
+        self.time_limit = FloatSpinBox(label="time limit (min)", value=0.0, min=0.0, max=10000.0, step=1.0,
+                                       tooltip="Minutes for the whole run, tuning included (0 = no limit); the "
+                                               "learning rate anneals by the end, the best model is kept")
+        self.patch = SpinBox(label="patch", value=defaults.patch, min=16, max=2048, step=16,
                              tooltip="Output size of a training patch in pixels")
-        self.batch = SpinBox(label="batch", value=8, min=1, max=256)
-        self.lr = FloatSpinBox(label="learning rate", value=1e-3, min=1e-6, max=1.0, step=1e-4)
-        self.val_fraction = FloatSpinBox(label="validation", value=0.2, min=0.05, max=0.5, step=0.05,
-                                         tooltip="Fraction held out (a region when there is one image)")
+        self.batch = SpinBox(label="batch", value=defaults.batch, min=1, max=256)
+        self.lr = FloatSpinBox(label="learning rate", value=defaults.lr, min=1e-6, max=1.0, step=1e-4)
+        self.val_fraction = FloatSpinBox(label="validation", value=defaults.val_fraction, min=0.05, max=0.5,
+                                         step=0.05, tooltip="Fraction held out (a strip holding that share of the "
+                                                            "labels when there is one image)")
+        self.defaults_note = Label(value="Defaults were chosen by measurement on a 2-core laptop CPU "
+                                         "(docs/benchmarks.md); with a GPU, patch 256 and batch 16 use it better.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.device_info = Label(value="")
         self.fine_tune = CheckBox(text="fine-tune the current model", value=False,
@@ -84,14 +100,16 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.extend([
             self.image, self.labels, self.axes, self.add_pair, self.pairs, self.remove_pair,
-            self.mode, self.unlabelled_zero, self.arch, self.encoder, self.base_width, self.epochs,
-            self.patch, self.batch, self.lr, self.val_fraction, self.device, self.device_info,
+            self.mode, self.unlabelled_zero, self.instance_targets, self.arch, self.encoder, self.base_width,
+            self.epochs, self.time_limit, self.patch, self.batch, self.lr, self.val_fraction, self.defaults_note,
+            self.device, self.device_info,
             self.fine_tune, self.freeze_encoder, self.save_path, self.start, self.cancel,
             self.save_settings, self.progress, self.status,
         ])
         self.native.layout().addWidget(self.plot)
         self.status.native.setWordWrap(True)
         self.device_info.native.setWordWrap(True)
+        self.defaults_note.native.setWordWrap(True)
         self.job: Job | None = None
         self.trainer = None
         self._pairs: list[tuple[str, str]] = []
@@ -162,7 +180,8 @@ class TrainWidget(Container):
         self.axes.choices = axes_choices(self.image.value)
         self.unlabelled_zero.visible = self.mode.value == "semantic"
         self.encoder.visible = self.arch.value == "smp"
-        self.base_width.visible = self.arch.value == "unet-paper"
+        self.base_width.visible = self.arch.value in ("unet", "unet-paper")
+        self.instance_targets.visible = self.mode.value == "instance"
         have = bool(self._pairs) or (self.image.value is not None and self.labels.value is not None)
         self.start.enabled = have and not running
         self.cancel.enabled = running
@@ -187,7 +206,8 @@ class TrainWidget(Container):
             arch=self.arch.value, encoder=self.encoder.value, base_width=int(self.base_width.value),
             epochs=int(self.epochs.value), patch=int(self.patch.value), batch=int(self.batch.value),
             lr=float(self.lr.value), val_fraction=float(self.val_fraction.value), device=self.device.value,
-            freeze_encoder=bool(self.freeze_encoder.value),
+            freeze_encoder=bool(self.freeze_encoder.value), instance_targets=self.instance_targets.value,
+            time_limit=float(self.time_limit.value) or None,
         )
 
     def write_settings(self, path: str | Path | None = None) -> Path | None:
