@@ -137,3 +137,27 @@ def test_files_get_the_users_usual_mode(tmp_path, umask, mode):
         os.umask(old)
     for name in ("w.tif", "m.tif"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_cli_predict_outputs_carry_axes_and_pixel_size(tmp_path):
+    """End to end: a calibrated input gives calibrated label and probability TIFFs that other
+    tools read as a 2D label image and a 3-channel hyperstack."""
+    import torch
+
+    from napari_unet.cli import main
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    torch.manual_seed(0)
+    UNetModel.create(ModelConfig(depth=2, base_width=8, classes=3)).save(tmp_path / "m.safetensors")
+    image = (np.random.default_rng(0).random((40, 48)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "micron"})
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "in.tif"), "--out",
+                 str(tmp_path / "out"), "--probabilities", "--device", "cpu", "--quiet"]) == 0
+    labels, probs = describe(tmp_path / "out" / "in.tif"), describe(tmp_path / "out" / "in_prob.tif")
+    assert labels["axes"] == "YX" and labels["shape"] == (40, 48)
+    assert probs["axes"] == "CYX" and probs["shape"] == (3, 40, 48)
+    assert probs["photometric"] == tifffile.PHOTOMETRIC.MINISBLACK
+    for d in (labels, probs):
+        assert d["xres"] == (2, 1) and d["imagej"]["unit"] == "micron"

@@ -33,9 +33,11 @@ def test_train_widget_defaults_are_the_cli_defaults(make_napari_viewer):
 
 
 def test_predict_widget_passes_tta_and_object_size(make_napari_viewer, nuclei, monkeypatch, qtbot):
-    from napari_unet._widgets import PredictWidget
     from napari_unet import predict as P
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._state import CURRENT
 
+    monkeypatch.setattr(CURRENT, "model", None)  # the shared current model of earlier tests
     viewer = make_napari_viewer()
     viewer.add_image(nuclei[0][:64, :64], name="img")
     w = PredictWidget(viewer)

@@ -82,7 +82,7 @@ def _output_paths(inputs: list[Path], out_dir: Path, probabilities: bool) -> lis
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .config import PredictConfig
-    from .io import expand_inputs, read_image, tiff_memmap
+    from .io import expand_inputs, read_image, read_pixel_size, tiff_memmap
     from .modelfile import UNetModel
     from .predict import image_planes, labels_dtype, predict
 
@@ -102,9 +102,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         image = read_image(src)
         planes = image_planes(image, args.axes, model.config.in_channels)
         gen_kwargs = {}
-        with tiff_memmap(labels_path, planes.label_shape, labels_dtype(model)) as labels_out:
+        size = read_pixel_size(src)  # the input's calibration goes to the outputs
+        with tiff_memmap(labels_path, planes.label_shape, labels_dtype(model), planes.label_axes, size) as labels_out:
             prob_ctx = (
-                tiff_memmap(prob_path, (model.config.classes,) + planes.label_shape, "float32")
+                tiff_memmap(prob_path, (model.config.classes,) + planes.label_shape, "float32",
+                            "C" + planes.label_axes, size)
                 if args.probabilities
                 else contextlib.nullcontext()
             )
@@ -202,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("init", help="write an untrained model file")
-    p.add_argument("--arch", default="unet-paper", choices=["unet", "unet-paper", "smp"],
-                   help="unet (padded), unet-paper (valid convolutions, exact tiling) or smp")
+    p.add_argument("--arch", default="unet-paper",
+                   help="unet (padded), unet-paper (valid convolutions, exact tiling) or smp (default unet-paper)")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name (default resnet34)")
     p.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
     p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, classes first)")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, one channel per class; stacks as ZCYX)")
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept in pixels (default: the model's)")
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
