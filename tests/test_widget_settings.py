@@ -44,18 +44,21 @@ def test_predict_widget_passes_tta_and_object_size(make_napari_viewer, nuclei, m
     w.image.value = viewer.layers["img"]
     w.device.value = "cpu"
     assert not w.object_size.native.isHidden()  # the bundled model is an instance model
-    assert w.object_size.choices[0] is None
+    assert w.object_size.value == "off" and "auto" in w.object_size.choices
+    names = [w.object_size.native.itemText(i) for i in range(w.object_size.native.count())]
+    assert any("as trained (21 px" in n for n in names)  # names the size the model learned
     seen = {}
     real = P.predict
 
-    def spy(model, image, axes=None, settings=None, **kw):
-        seen["settings"] = settings
-        return real(model, image, axes, settings, **kw)
+    def spy(model, image, axes=None, settings=None, *args, **kw):
+        seen.setdefault("settings", settings)  # the widget's call (auto size predicts again inside)
+        return real(model, image, axes, settings, *args, **kw)
 
     monkeypatch.setattr(P, "predict", spy)
     w.tta.value = True
     w.object_size.value = "auto"
     w.run()
     qtbot.waitUntil(lambda: w.job is not None and not w.job.running, timeout=120_000)
-    assert seen["settings"].tta is True and seen["settings"].object_size == "auto"
+    assert seen["settings"].tta is True and seen["settings"].object_size == "auto", w.status.value
+    assert "U-Net labels" in str([l.name for l in viewer.layers]), w.status.value
     assert isinstance(viewer.layers["img U-Net labels"], napari.layers.Labels)

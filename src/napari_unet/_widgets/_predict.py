@@ -40,7 +40,7 @@ def halo_choices(model) -> list[tuple[str, int]]:
     return [(f"auto ({model.halo}, from the network)", -1)] + [(str(h), h) for h in HALOS]
 
 
-OBJECT_SIZES = [("as trained (no rescaling)", None), ("auto (estimate)", "auto")] + [
+OBJECT_SIZES = [("as trained (no rescaling)", "off"), ("auto (estimate)", "auto")] + [
     (f"{d} px", float(d)) for d in (8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100)]
 
 
@@ -51,7 +51,7 @@ def object_size_choices(model) -> list[tuple[str, object]]:
     learned = trained_diameter(model) if model is not None else None
     if learned is None:
         return OBJECT_SIZES
-    return [(f"as trained ({learned:.0f} px, no rescaling)", None)] + OBJECT_SIZES[1:]
+    return [(f"as trained ({learned:.0f} px, no rescaling)", "off")] + OBJECT_SIZES[1:]
 
 
 class PredictWidget(Container):
@@ -87,7 +87,7 @@ class PredictWidget(Container):
         self.tta = CheckBox(text="test-time augmentation (8x slower)", value=False,
                             tooltip="Average the predictions of the 8 flips and 90 degree rotations of every "
                                     "tile (as the U-Net paper did): smoother, usually more accurate")
-        self.object_size = ComboBox(label="object size", choices=OBJECT_SIZES, value=None,
+        self.object_size = ComboBox(label="object size", choices=OBJECT_SIZES, value="off",
                                     tooltip="Instance models: typical object diameter in this image. The image is "
                                             "rescaled so that objects have the size the model learned (like "
                                             "Cellpose's diameter). auto = estimated from a first prediction")
@@ -207,7 +207,8 @@ class PredictWidget(Container):
             axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
             settings = PredictConfig(tile=self.tile.value or None, halo=None if self.halo.value < 0 else self.halo.value,
                                      batch=int(self.batch.value), device=self.device.value,
-                                     tta=bool(self.tta.value), object_size=self.object_size.value)
+                                     tta=bool(self.tta.value),
+                                     object_size=None if self.object_size.value == "off" else self.object_size.value)
             image_planes(layer.data, axes, model.config.in_channels)  # axes and channels, cheaply
             gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:
