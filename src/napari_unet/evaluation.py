@@ -101,13 +101,6 @@ def score_probabilities(model: UNetModel, samples: Iterable, probabilities: list
     return scorer.summary()
 
 
-def evaluate_samples(model: UNetModel, samples: Iterable, device: torch.device, min_size: int = 15) -> dict:
-    """Validation metrics on prepared samples (normalised images, integer labels)."""
-    samples = list(samples)
-    probs = [predict_normalized(model, s.image, device) for s in samples]
-    return score_probabilities(model, samples, probs, min_size)
-
-
 def evaluate_pairs(model, pairs, predict_fn, unlabelled_zero: bool = False) -> Generator[tuple[str, int, int], None, tuple[dict, list]]:
     """Predict each pair with ``predict_fn(image, axes) -> labels`` and score it.
 

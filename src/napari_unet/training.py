@@ -165,7 +165,7 @@ class TrainConfig:
             raise ConfigError(f"val_images must be >= 1, got {self.val_images}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
         Normalization(self.norm_low, self.norm_high)
-        self.model_config(self.classes or 2, 1) if self.mode == "semantic" else self.model_config(None, 1)
+        self.model_config(self.classes or 2, 1)  # the model settings are valid too
 
     def model_config(self, classes: int | None, in_channels: int) -> ModelConfig:
         if self.mode == "instance":
