@@ -298,7 +298,7 @@ def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, 
     calls = []
 
     def worse_after_start(self, *args):
-        metrics = real(self, *args)
+        metrics = yield from real(self, *args)
         calls.append(metrics)
         if len(calls) > 1:  # every fine-tuned epoch scores worse than the start
             metrics = {**metrics, "score": -1.0, "val_loss": float("inf")}
@@ -308,7 +308,8 @@ def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, 
     cfg = TrainConfig(mode="instance", epochs=2, **TINY)
     trainer = Trainer(pairs, cfg, out=out, init=start)
     records, result = drive(trainer.run())
-    assert records[0].kind == "epoch" and records[0].epoch == 0  # the start model is scored first
+    first = next(r for r in records if r.kind in ("epoch", "step"))
+    assert first.kind == "epoch" and first.epoch == 0  # the start model is scored first
     assert "starting model was not beaten" in result.stopped
     assert not out.exists() and not trainer.saved
     x = torch.randn(1, 1, 64, 64)
@@ -462,3 +463,106 @@ def test_train_help_shows_every_default(capsys):
         assert flag in text
     assert "(default: unet)" in text and "(default: 128)" in text and "(default: distance)" in text
     assert text.count("(default:") >= 25
+
+
+# -- out of memory, cancellable validation and tuning, preparation on demand ---------------
+
+
+def _oom_above(network, largest_batch):
+    """Make ``network`` raise the GPU's out-of-memory error for batches above ``largest_batch``."""
+    forward = network.forward
+    seen = []
+
+    def limited(x):
+        seen.append(x.shape[0])
+        if x.shape[0] > largest_batch and torch.is_grad_enabled():
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return forward(x)
+
+    network.forward = limited
+    return seen
+
+
+def test_training_out_of_memory_halves_the_batch_and_goes_on(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=2, **{**TINY, "batch": 8}), out=out)
+    seen = _oom_above(trainer.model.network, 2)
+    records, result = drive(trainer.run())
+    notes = [r.message for r in records if r.kind == "note"]
+    assert notes == ["out of memory: the batch is reduced to 4 patches", "out of memory: the batch is reduced to 2 patches"]
+    assert [h["batch"] for h in result.history] == [2, 2]
+    assert max(seen[seen.index(2):]) <= 4  # no full batch was tried again (validation chunks follow)
+    assert result.best_epoch is not None and UNetModel.load(out).training["best_epoch"] == result.best_epoch
+
+
+def test_training_out_of_memory_at_batch_one_is_explained(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=2, **{**TINY, "batch": 2}), out=out)
+    before = {k: v.clone() for k, v in trainer.model.network.state_dict().items()}
+    _oom_above(trainer.model.network, 0)
+    with pytest.raises(TrainingError, match=r"ran out of memory even with a batch of one .*--patch"):
+        drive(trainer.run())
+    assert not out.exists()  # nothing half-written
+    for k, v in trainer.model.network.state_dict().items():
+        assert torch.equal(v, before[k])  # the starting weights, untouched
+
+
+def test_other_errors_in_a_step_are_not_taken_for_out_of_memory(data_dir):
+    trainer = Trainer(nuclei_pairs(data_dir)[:1], TrainConfig(mode="instance", epochs=1, **TINY))
+
+    def broken(x):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    trainer.model.network.forward = broken
+    with pytest.raises(RuntimeError, match="same device"):
+        drive(trainer.run())
+
+
+def test_validation_and_tuning_yield_so_cancel_is_prompt(data_dir, tmp_path):
+    out = tmp_path / "m.safetensors"
+    cfg = TrainConfig(mode="instance", epochs=2, **TINY)
+    records, _ = drive(Trainer(nuclei_pairs(data_dir), cfg).run())
+    validating = [r for r in records if r.kind == "validating"]
+    tuning = [r for r in records if r.kind == "tuning" and r.steps]
+    assert validating and validating[-1].step == validating[-1].steps >= 1
+    assert len(tuning) == tuning[-1].steps > 1 and tuning[-1].step == tuning[-1].steps
+    # cancel in the middle of the first validation: nothing saved, the start weights back
+    trainer = Trainer(nuclei_pairs(data_dir), cfg, out=out)
+    before = {k: v.clone() for k, v in trainer.model.network.state_dict().items()}
+    gen = trainer.run()
+    while True:
+        p = next(gen)
+        if p.kind == "validating" and p.step == 1:
+            break
+    gen.close()
+    assert not out.exists() and not trainer.saved
+    for k, v in trainer.model.network.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_preparation_can_wait_for_run(data_dir, monkeypatch):
+    calls = []
+    real = Trainer.prepare
+
+    def counting(self):
+        calls.append(1)
+        real(self)
+
+    monkeypatch.setattr(Trainer, "prepare", counting)
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=1, **TINY), prepare=False)
+    assert calls == [] and trainer.model is None and not trainer.prepared
+    gen = trainer.run()
+    first = next(gen)
+    assert first.kind == "preparing" and calls == []  # nothing costly before the first yield
+    second = next(gen)
+    assert second.kind == "prepared" and calls == [1] and "plane(s)" in second.message
+    drive(gen)
+    assert calls == [1] and trainer.model.history
+
+
+def test_bad_labels_found_while_preparing_raise_the_same_error(data_dir):
+    img = tifffile.imread(data_dir / "dsb_243443ae303c.tif")
+    trainer = Trainer([Pair("z", img, np.zeros(img.shape[:2], np.int32))], TrainConfig(mode="instance", **TINY),
+                      prepare=False)
+    with pytest.raises(TrainingError, match="all zero"):
+        drive(trainer.run())

@@ -192,3 +192,30 @@ def test_predict_widget_reports_device_error_and_can_start_again(viewer, qtbot, 
     assert "Prediction failed" in w.status.value and "ran out of memory" in w.status.value
     assert w.run_button.enabled and not w.cancel.enabled
     assert "img U-Net labels" not in viewer.layers
+
+
+def test_train_widget_prepares_in_the_worker_thread(viewer, qtbot, tmp_path, monkeypatch):
+    """The costly preparation (targets, normalisation, the network) must not block napari."""
+    import threading
+
+    from napari_unet._widgets import TrainWidget
+    from napari_unet.training import Trainer
+
+    threads = []
+    real = Trainer.prepare
+
+    def recording(self):
+        threads.append(threading.current_thread())
+        real(self)
+
+    monkeypatch.setattr(Trainer, "prepare", recording)
+    w = TrainWidget(viewer)
+    w.image.value, w.labels.value = viewer.layers["img"], viewer.layers["lab"]
+    w.base_width.value, w.epochs.value, w.device.value = 8, 1, "cpu"
+    w.patch.value, w.batch.value = 48, 2
+    w.save_path.value = str(tmp_path / "m.safetensors")
+    w.run()
+    assert threads == [] and w.status.value.startswith("Preparing")  # run() returned at once
+    qtbot.waitUntil(lambda: not w.job.running, timeout=120_000)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    assert "saved to" in w.status.value and (tmp_path / "m.safetensors").exists()

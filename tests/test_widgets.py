@@ -139,12 +139,15 @@ def test_bad_inputs_are_explained(make_napari_viewer, qtbot, tmp_path, nuclei):
     v.add_labels(np.zeros((64, 64), np.int32), name="empty")
     train.image.value, train.labels.value = v.layers["img"], v.layers["empty"]
     configure_tiny(train, tmp_path)
-    train.run()
-    assert "all zero" in train.status.value and train.job is None
+    train.run()  # the labels are checked while preparing, in the worker
+    qtbot.waitUntil(lambda: not train.job.running, timeout=60_000)
+    assert "Cannot start" in train.status.value and "all zero" in train.status.value
+    assert train.start.enabled and not (tmp_path / "model.safetensors").exists()
     v.add_labels(np.zeros((3, 64, 64), np.int32), name="3d")
     v.layers["3d"].data[1, 5:9, 5:9] = 1
     train.labels.value = v.layers["3d"]
     train.run()
+    qtbot.waitUntil(lambda: not train.job.running, timeout=60_000)
     assert "shape" in train.status.value
     # the layer combos follow the viewer: a new layer is offered (and preselected, being the
     # active one); a removed one is neither offered nor kept as the choice
@@ -155,7 +158,8 @@ def test_bad_inputs_are_explained(make_napari_viewer, qtbot, tmp_path, nuclei):
     assert [layer.name for layer in train.image.choices] == ["img"]
     assert train.image.value is v.layers["img"]
     train.run()  # runs on what is there: the 3D labels' shape is still the problem named
-    assert "shape" in train.status.value and train.job is None
+    qtbot.waitUntil(lambda: not train.job.running, timeout=60_000)
+    assert "shape" in train.status.value and "Cannot start" in train.status.value
 
 
 def test_predict_stack_and_multichannel(make_napari_viewer, qtbot, tmp_path, nuclei):

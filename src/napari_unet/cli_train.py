@@ -123,11 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     pairs = pairs_from_folders(args.images, args.labels)
     init = UNetModel.load(args.init) if args.init else None
     trainer = Trainer(pairs, config, out=args.out, init=init)
-    print(
-        f"training {trainer.model.config.arch} ({config.mode}) on {len(trainer.samples)} plane(s) "
-        f"from {len(pairs)} image(s), device {trainer.device}",
-        file=sys.stderr,
-    )
+    print(trainer.describe(), file=sys.stderr)
     bar = None
     gen = trainer.run()
     try:
@@ -155,8 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{p.elapsed:.0f} s",
                     file=sys.stderr,
                 )
-            elif p.message:
-                print(p.message, file=sys.stderr)
+            elif p.message and p.step == 0 and p.kind != "validating":
+                print(p.message, file=sys.stderr)  # once per phase, not per validation image
     except KeyboardInterrupt:
         gen.close()
         print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from ._generators import run
 from .axes import Planes
 from .instances import PostProcessing
 from .modelfile import UNetModel
@@ -123,8 +124,16 @@ def tune_threshold(samples: list, probabilities: list, rand: bool) -> tuple[floa
     score: the lowest adapted Rand error of the regions between class-1 pixels (membranes;
     ``rand``), ties broken by the class-1 F1; or the best class-1 F1 alone.
     Returns (threshold, {"f1": ..., "adapted_rand_error": ...})."""
+    return run(tune_threshold_steps(samples, probabilities, rand))
+
+
+def tune_threshold_steps(
+    samples: list, probabilities: list, rand: bool
+) -> Generator[tuple[int, int], None, tuple[float, dict]]:
+    """:func:`tune_threshold` as a generator: yields (done, total) after each threshold."""
     best_t, best_key, best_scores = 0.5, None, {}
-    for t in np.round(np.arange(0.2, 0.85, 0.05), 2):
+    thresholds = np.round(np.arange(0.2, 0.85, 0.05), 2)
+    for done, t in enumerate(thresholds, start=1):
         preds = [decide(p, t) for p in probabilities]
         cm = sum(M.confusion(s.targets, pred, 2) for s, pred in zip(samples, preds))
         f1 = list(M.pixel_metrics(cm)["per_class"].values())[1]["f1"]
@@ -136,4 +145,5 @@ def tune_threshold(samples: list, probabilities: list, rand: bool) -> tuple[floa
             key = (-round(err, 3), f1)
         if best_key is None or key > best_key:
             best_t, best_key, best_scores = float(t), key, scores
+        yield done, len(thresholds)
     return best_t, best_scores

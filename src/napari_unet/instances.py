@@ -7,11 +7,14 @@ tile border is found once, whole.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Generator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
+
+from ._generators import run
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 
@@ -149,16 +152,27 @@ def tune(
 ) -> tuple[PostProcessing, float]:
     """The post-processing with the best AP@0.5 on labelled images (use validation images,
     never test images). Returns the settings and their AP."""
+    return run(tune_steps(probabilities, labels, grid, object_area))
+
+
+def tune_steps(
+    probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict | None = None,
+    object_area: float | None = None,
+) -> Generator[tuple[int, int], None, tuple[PostProcessing, float]]:
+    """:func:`tune` as a generator: yields (done, total) after each watershed setting, so that
+    a caller (the widget's worker) can cancel between them."""
     from .metrics import match_counts, summarize_matches
 
     if grid is None:
         grid = grid_for(probabilities[0].shape[0] if probabilities else 3, object_area)
     best, best_ap = PostProcessing(), -1.0
-    for seed, fg in itertools.product(grid["interior_threshold"], grid["foreground_threshold"]):
+    settings = list(itertools.product(grid["interior_threshold"], grid["foreground_threshold"]))
+    for done, (seed, fg) in enumerate(settings, start=1):
         segmented = [segment(p, seed, fg) for p in probabilities]  # the size filter comes after
         for min_size in grid["min_size"]:
             counts = [match_counts(lab, drop_small(seg, min_size), (0.5,)) for seg, lab in zip(segmented, labels)]
             ap = summarize_matches(counts)["ap@0.5"]
             if ap > best_ap + 1e-9:
                 best, best_ap = PostProcessing(seed, fg, int(min_size)), ap
+        yield done, len(settings)
     return best, best_ap

@@ -9,20 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from . import normalization as norm
+from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
 from .instances import PostProcessing
 from .modelfile import UNetModel
 from .tiling import TilePlan, TileProgress, plan_tiles, predict_tiles
-
-T = TypeVar("T")
-
 
 @dataclass
 class Prediction:
@@ -36,15 +34,6 @@ class Prediction:
     device: str
     seconds: float
     notes: list[str] = field(default_factory=list)
-
-
-def run(gen: Generator[Any, None, T]) -> T:
-    """Drive a progress generator to the end and return its result."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 def image_planes(image: Any, axes: str | None, in_channels: int) -> Planes:

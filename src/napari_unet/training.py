@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
-from .devices import autocast, autocast_dtype, release_memory, resolve_device
-from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold
-from .instances import object_size, tune
+from .devices import autocast, autocast_dtype, is_out_of_memory, release_memory, resolve_device
+from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
+from .instances import object_size, tune_steps
 from .modelfile import UNetModel
 from .models import encoder_modules, encoder_parameters, measure_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
@@ -198,7 +198,7 @@ class TrainConfig:
 class TrainProgress:
     """One step or one finished epoch of training."""
 
-    kind: str  # "step", "epoch", "tuning" or "fold"
+    kind: str  # "preparing", "prepared", "step", "validating", "epoch", "tuning", "fold" or "note"
     epoch: int
     epochs: int
     step: int
@@ -264,6 +264,7 @@ class Trainer:
         config: TrainConfig,
         out: str | Path | None = None,
         init: UNetModel | None = None,
+        prepare: bool = True,
     ) -> None:
         if not pairs:
             raise TrainingError("no training images given")
@@ -274,6 +275,25 @@ class Trainer:
         self.config = config
         self.out = Path(out) if out else None
         self.init = init
+        self.pairs = pairs
+        self.prepared = False
+        self.samples: list[Sample] = []
+        self.model: UNetModel | None = None
+        self.device: torch.device | None = None
+        self.saved = False  # whether ``out`` now holds a model of this run
+        if prepare:
+            self.prepare()
+
+    def prepare(self) -> None:
+        """Check the labels, normalise the images, compute the targets and build the network.
+
+        Costly on large images (percentiles, per-object distance transforms, a copy of the
+        starting model): a front end with a GUI passes ``prepare=False`` and lets :meth:`run`
+        do it in its worker thread.
+        """
+        if self.prepared:
+            return
+        config, init, pairs = self.config, self.init, self.pairs
         in_channels = _in_channels(pairs, init)
         if config.mode == "instance":
             classes = config.model_config(None, in_channels).classes
@@ -295,7 +315,12 @@ class Trainer:
         self.object_size = object_size([s.labels for s in self.samples]) if config.mode == "instance" else {}
         self.model = build_model(config, classes, in_channels, init)
         self.device = resolve_device(config.device)
-        self.saved = False  # whether ``out`` now holds a model of this run
+        self.prepared = True
+
+    def describe(self) -> str:
+        """What is trained on what, in a line (after :meth:`prepare`)."""
+        return (f"training {self.model.config.arch} ({self.config.mode}) on {len(self.samples)} plane(s) "
+                f"from {len(self.pairs)} image(s), device {self.device}")
 
     def _semantic_classes(self, pairs: list[Pair], init: UNetModel | None) -> int:
         """Classes to train: as configured, else what the labels (and a starting model) hold."""
@@ -328,6 +353,12 @@ class Trainer:
 
     def run(self) -> Generator[TrainProgress, None, TrainResult]:
         config = self.config
+        if not self.prepared:
+            yield TrainProgress("preparing", 0, config.epochs, 0, 0, float("nan"), clock() - self.started,
+                                message="preparing the training data")
+            self.prepare()
+            yield TrainProgress("prepared", 0, config.epochs, 0, 0, float("nan"), clock() - self.started,
+                                message=self.describe())
         rng = np.random.default_rng(config.seed)
         if config.folds >= 2:
             return (yield from self._cross_validate(rng))
@@ -482,12 +513,16 @@ class _Fit:
         self.crop = g.valid_margin
         self._val_probs: list[np.ndarray] = []
         self._best_probs: list[np.ndarray] = []
+        self.batch = config.batch  # halved on GPU out-of-memory, down to 1
+        # for progress records (their ``elapsed`` is the last one measured: reading the clock
+        # in every record would charge its cost to the time limit's fake clock in tests)
+        self._epoch, self._last_loss, self._elapsed = 0, float("nan"), 0.0
 
     def steps_per_epoch(self) -> int:
         if self.config.steps_per_epoch:
             return self.config.steps_per_epoch
         area = sum(s.shape[0] * s.shape[1] for s in self.train)
-        return int(np.clip(round(2 * area / (self.config.batch * self.out_patch**2)), 8, 200))
+        return int(np.clip(round(2 * area / (self.batch * self.out_patch**2)), 8, 200))
 
     def _to_device(self, image, targets, maps):
         d = self.device
@@ -502,6 +537,52 @@ class _Fit:
         if self.distance:
             return distance_loss(logits, targets, maps[:, 0], maps[:, 1])
         return weighted_loss(logits, targets, maps[:, 0])
+
+    def _progress(self, kind: str, done: int = 0, total: int = 0, message: str = "", **kw) -> TrainProgress:
+        return TrainProgress(kind, self._epoch, self.config.epochs, done, total, kw.pop("loss", self._last_loss),
+                             self._elapsed, metric_name=self._metric_name(),
+                             fold=self.fold[0], folds=self.fold[1], message=message, **kw)
+
+    def _metric_name(self) -> str:
+        return "ap@0.5" if self.config.mode == "instance" else "f1"
+
+    def _train_step(self, network, opt, scaler, batch, generator) -> Generator[TrainProgress, None, float]:
+        """One optimiser step on ``batch``; on GPU out-of-memory, halve the batch (a message is
+        yielded) and retry, down to one patch, then stop with a clear error."""
+        while True:
+            if len(batch[0]) > self.batch:
+                batch = tuple(a[: self.batch] for a in batch)
+            opt.zero_grad(set_to_none=True)
+            try:
+                image, targets, maps = self._to_device(*batch)
+                image, targets, maps = augment(image, targets, maps, self.config.augmentation, generator)
+                with autocast(self.device):
+                    loss = self._loss(network, image, targets, maps)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        "the loss became NaN or infinite; lower the learning rate (--lr) or "
+                        "check the images for extreme values (the weights were not updated)"
+                    )
+                scaler.scale(loss).backward()
+            except Exception as err:  # noqa: BLE001 - anything but out-of-memory is re-raised
+                if not is_out_of_memory(err):
+                    raise
+                image = targets = maps = loss = None  # drop the references before freeing
+                opt.zero_grad(set_to_none=True)
+                release_memory(self.device)
+                if self.batch == 1:
+                    raise TrainingError(
+                        f"the {self.device.type.upper()} ran out of memory even with a batch of one "
+                        f"{self.in_patch}x{self.in_patch} patch; use a smaller --patch or --base-width, "
+                        "or --device cpu"
+                    ) from err
+                self.batch = max(1, self.batch // 2)
+                yield self._progress("note", message=f"out of memory: the batch is reduced to {self.batch} patches")
+                continue
+            scaler.step(opt)
+            scaler.update()
+            return value
 
     def _validation_batches(self) -> list:
         sampler = PatchSampler(self.val, self.in_patch, np.random.default_rng(12345))
@@ -539,12 +620,12 @@ class _Fit:
         start_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
         best_state, best_metrics, best_epoch = None, None, None
         stopped, since_best = "finished", 0
-        metric_name = "ap@0.5" if config.mode == "instance" else "f1"
+        metric_name = self._metric_name()
         val_seconds, step_seconds = None, None
         if self.score_start:
             # fine-tuning: the starting model is the one to beat, and is kept unless beaten
             t0 = clock()
-            best_metrics = self._validate(network, val_batches)
+            best_metrics = yield from self._validate(network, val_batches)
             val_seconds = clock() - t0
             best_state, best_epoch = start_state, first_epoch
             self._best_probs = self._val_probs
@@ -558,31 +639,19 @@ class _Fit:
         # one background thread cuts patches (numpy) while the device trains on the previous
         # batch; a single worker keeps the random sequence, and so the run, reproducible
         prefetch = ThreadPoolExecutor(max_workers=1)
-        pending = prefetch.submit(sampler.batch, config.batch)
+        pending = prefetch.submit(sampler.batch, self.batch)
         epoch, record = 0, {"loss": float("nan")}
         try:
             for epoch in range(1, config.epochs + 1):
+                self._epoch = epoch
                 self._train_mode(network)
                 losses = []
                 epoch_start = clock()
                 for step in range(1, steps + 1):
                     batch = pending.result()
-                    pending = prefetch.submit(sampler.batch, config.batch)  # cut the next batch meanwhile
-                    image, targets, maps = self._to_device(*batch)
-                    image, targets, maps = augment(image, targets, maps, config.augmentation, generator)
-                    with autocast(device):
-                        loss = self._loss(network, image, targets, maps)
-                    if not math.isfinite(loss.item()):
-                        raise TrainingError(
-                            "the loss became NaN or infinite; lower the learning rate (--lr) or "
-                            "check the images for extreme values (the weights were not updated)"
-                        )
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    losses.append(loss.item())
-                    elapsed = clock() - start
+                    pending = prefetch.submit(sampler.batch, self.batch)  # cut the next batch meanwhile
+                    losses.append((yield from self._train_step(network, opt, scaler, batch, generator)))
+                    elapsed = self._elapsed = clock() - start
                     step_seconds = (clock() - epoch_start) / step
                     schedule.update((epoch - 1) * steps + step, elapsed)
                     sched.step()
@@ -596,11 +665,13 @@ class _Fit:
                         # is chosen among several (and the curve says something)
                         steps = max(step + 1, min(steps, int(limit / 8 / step_seconds)))
                 t0 = clock()
-                metrics = self._validate(network, val_batches)
+                metrics = yield from self._validate(network, val_batches)
                 val_seconds = clock() - t0
                 record = {"epoch": first_epoch + epoch, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
+                          "batch": self.batch,
                           "seconds": clock() - start, "validation_seconds": val_seconds, **metrics}
                 history.append(record)
+                self._last_loss = record["loss"]
                 improved = best_metrics is None or _better(metrics, best_metrics)
                 if improved:
                     best_metrics, best_epoch, since_best = metrics, first_epoch + epoch, 0
@@ -625,11 +696,7 @@ class _Fit:
                     steps = max(steps, math.ceil(val_seconds * (1 - budget) / budget / step_seconds))
             if best_state is not None and self._best_probs and self._tunable():
                 network.load_state_dict(best_state)
-                yield TrainProgress("tuning", epoch, config.epochs, steps, steps, record["loss"],
-                                    clock() - start, metric_name=metric_name,
-                                    fold=self.fold[0], folds=self.fold[1],
-                                    message="tuning post-processing on the validation images")
-                self._tune_postprocessing(history, best_epoch, best_metrics)
+                yield from self._tune_postprocessing(history, best_epoch, best_metrics)
         finally:
             prefetch.shutdown(wait=True, cancel_futures=True)
             for p in network.parameters():
@@ -650,7 +717,7 @@ class _Fit:
         if val_seconds is None:
             # not measured yet: prediction costs about a third of a training step per pixel
             pixels = sum(s.shape[0] * s.shape[1] for s in self.val_subset)
-            val_seconds = pixels / (self.config.batch * self.out_patch**2) * step_seconds / 3
+            val_seconds = pixels / (self.batch * self.out_patch**2) * step_seconds / 3
             val_seconds += 0.05 * len(self.val_subset)
         tune = 0.0
         if self.config.mode == "instance":
@@ -679,36 +746,55 @@ class _Fit:
         c = self.model.config
         return c.mode == "instance" or (c.classes == 2 and all((s.targets >= 0).all() for s in self.val_subset))
 
-    def _tune_postprocessing(self, history, best_epoch, metrics) -> None:
+    def _tuning(self, steps: Generator[tuple[int, int], None, tuple]) -> Generator[TrainProgress, None, tuple]:
+        """Drive a tuning generator, yielding a progress record after each of its settings."""
+        message = "tuning post-processing on the validation images"
+        yield self._progress("tuning", 0, 0, message)
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield self._progress("tuning", done, total, message)
+
+    def _tune_postprocessing(self, history, best_epoch, metrics) -> Generator[TrainProgress, None, None]:
         if self.model.config.mode == "semantic":
             # two classes, dense labels: the threshold with the best Rand error (membranes)
-            t, scores = tune_threshold(self.val_subset, self._best_probs, rand=True)
+            t, scores = yield from self._tuning(tune_threshold_steps(self.val_subset, self._best_probs, rand=True))
             self.model.postprocessing = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
             if self.saved:
                 self._save(history, best_epoch, metrics)
             return
-        self._tune_instances(history, best_epoch, metrics)
+        yield from self._tune_instances(history, best_epoch, metrics)
 
-    def _tune_instances(self, history, best_epoch, metrics) -> None:
+    def _tune_instances(self, history, best_epoch, metrics) -> Generator[TrainProgress, None, None]:
         """Choose the watershed thresholds and minimum size with the best validation AP@0.5 on
         the validation subset (the probabilities of the best epoch, nothing predicted again)
         and store them in the model (and its file)."""
         labels = [s.labels for s in self.val_subset]
-        post, ap = tune(self._best_probs, labels, object_area=self.object_size.get("area"))
+        post, ap = yield from self._tuning(tune_steps(self._best_probs, labels, object_area=self.object_size.get("area")))
         self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
         if self.saved:
             self._save(history, best_epoch, metrics)
 
-    @torch.no_grad()
-    def _validate(self, network, val_batches) -> dict:
+    def _validate(self, network, val_batches) -> Generator[TrainProgress, None, dict]:
+        """Validation loss and metric; yields after each validation image (Cancel, quitting)."""
         network.eval()
+        n = len(self.val_subset)
+        message = "validating"
         losses = []
-        for batch in val_batches:
-            image, targets, maps = self._to_device(*batch)
-            with autocast(self.device):
-                losses.append(self._loss(network, image, targets, maps).item())
+        with torch.no_grad():
+            for batch in val_batches:
+                for i in range(0, len(batch[0]), self.batch):  # the batch may have been reduced
+                    image, targets, maps = self._to_device(*(a[i : i + self.batch] for a in batch))
+                    with autocast(self.device):
+                        losses.append(self._loss(network, image, targets, maps).item())
         out = {"val_loss": float(np.mean(losses))}
-        self._val_probs = [predict_normalized(self.model, s.image, self.device) for s in self.val_subset]
+        yield self._progress("validating", 0, n, message)
+        self._val_probs = []
+        for k, s in enumerate(self.val_subset, start=1):
+            self._val_probs.append(predict_normalized(self.model, s.image, self.device))
+            yield self._progress("validating", k, n, message)
         min_size = self.config.min_size
         if min_size is None:
             min_size = max(3, int(round(0.15 * self.object_size.get("area", 100))))

@@ -112,6 +112,7 @@ class TrainWidget(Container):
         self.defaults_note.native.setWordWrap(True)
         self.job: Job | None = None
         self.trainer = None
+        self._training_started = False
         self._pairs: list[tuple[str, str]] = []
         self.device_info.value = device_hint()
 
@@ -255,7 +256,8 @@ class TrainWidget(Container):
             return
         try:
             pairs = self._layer_pairs()
-            self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init)
+            # the costly preparation (targets, normalisation, the network) runs in the worker
+            self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init, prepare=False)
         except (ValueError, RuntimeError) as err:
             self.status.value = f"Cannot start: {err}"
             from napari.utils.notifications import show_error
@@ -264,8 +266,8 @@ class TrainWidget(Container):
             return
         self.plot.clear()
         self.progress.value = 0
-        self.status.value = (f"Training {self.trainer.model.config.arch} on {len(self.trainer.samples)} plane(s), "
-                             f"device {self.trainer.device}...")
+        self.status.value = "Preparing the training data..."
+        self._training_started = False
         self.job = Job(self.trainer.run(), self._on_progress, self._on_done, self._on_error, self._on_finish)
         self.job.start("Training U-Net")
         self._refresh()
@@ -279,6 +281,8 @@ class TrainWidget(Container):
     def _on_progress(self, p) -> None:
         if self.closed:
             return
+        if p.kind != "preparing":
+            self._training_started = True  # an error now is a failure, not a refusal to start
         if p.kind == "step":
             self.progress.max = p.steps * p.epochs
             self.progress.value = (p.epoch - 1) * p.steps + p.step
@@ -288,23 +292,39 @@ class TrainWidget(Container):
             self.plot.add_epoch(p.epoch, p.loss, p.val_loss, p.val_metric, p.metric_name)
             self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
                                  f"{p.metric_name} {p.val_metric:.3f} (best {p.best_metric:.3f})")
+        elif p.kind in ("validating", "tuning") and p.steps:
+            self.status.value = f"{p.message} ({p.step}/{p.steps})..."
         elif p.message:
-            self.status.value = p.message + "..."
+            self.status.value = p.message + ("" if p.kind == "note" else "...")
 
     def _on_done(self, result) -> None:
         model = self.trainer.model
         path = self.trainer.out  # not the control: it may be deleted already
-        CURRENT.set(model, path if path is not None and path.exists() else None)
+        if model is None:  # cancelled while preparing: nothing trained, nothing saved
+            if not self.closed:
+                self.status.value = "Cancelled before training started; nothing was saved."
+            return
+        trained = self.trainer.saved or (result is not CANCELLED and result.best_epoch is not None)
+        if trained or self.trainer.init is not None:
+            # never an untrained network; a stale file at ``path`` is not this run's model
+            CURRENT.set(model, path if self.trainer.saved else None)
         if self.closed:
             return
-        if result is CANCELLED:
+        if result is CANCELLED and not self.trainer.saved:
+            self.status.value = ("Cancelled before the first validation; nothing was saved "
+                                 + ("(the starting model is kept in use)." if self.trainer.init is not None
+                                    else f"(no model written to {path})."))
+        elif result is CANCELLED:
             self.status.value = f"Cancelled; the best model so far is in use and saved to {path}."
+        elif not self.trainer.saved and path is not None:
+            self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; {path} was not written."
         else:
             self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; saved to {path}."
 
     def _on_error(self, err: Exception) -> None:
         if not self.closed:  # napari's notifications show it too
-            self.status.value = f"Training failed: {err}"
+            started = self._training_started
+            self.status.value = f"Training failed: {err}" if started else f"Cannot start: {err}"
 
     def _on_finish(self) -> None:
         if not self.closed:
