@@ -12,7 +12,7 @@ from magicgui.widgets import (
     Select, SpinBox,
 )
 
-from ._layers import axes_choices, layer_choices, resolve_axes
+from ._layers import axes_choices, layer_choices, resolve_axes, visible_plane
 from ._plot import LossPlot
 from ._state import CURRENT
 from ._worker import CANCELLED, Job
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_MODEL = Path.home() / "napari-unet" / "model.safetensors"
+PREVIEW_LAYER = "U-Net preview"
 
 
 def device_hint() -> str:
@@ -90,6 +91,10 @@ class TrainWidget(Container):
         self.fine_tune = CheckBox(text="fine-tune the current model", value=False,
                                   tooltip="Start from the model last trained or loaded here")
         self.freeze_encoder = CheckBox(text="freeze encoder", value=False)
+        self.live_preview = CheckBox(
+            text="live preview", value=False,
+            tooltip="After each epoch, predict the part of the image shown in the canvas with the current "
+                    f"weights, into the '{PREVIEW_LAYER}' layer (at most 512x512 pixels, at most 10 % of the run's time)")
         self.save_path = FileEdit(label="save model to", mode="w", value=str(DEFAULT_MODEL),
                                   filter="*.safetensors")
         self.start = PushButton(text="Start")
@@ -103,7 +108,7 @@ class TrainWidget(Container):
             self.mode, self.unlabelled_zero, self.instance_targets, self.arch, self.encoder, self.base_width,
             self.epochs, self.time_limit, self.patch, self.batch, self.lr, self.val_fraction, self.defaults_note,
             self.device, self.device_info,
-            self.fine_tune, self.freeze_encoder, self.save_path, self.start, self.cancel,
+            self.fine_tune, self.freeze_encoder, self.live_preview, self.save_path, self.start, self.cancel,
             self.save_settings, self.progress, self.status,
         ])
         self.native.layout().addWidget(self.plot)
@@ -113,6 +118,10 @@ class TrainWidget(Container):
         self.job: Job | None = None
         self.trainer = None
         self._training_started = False
+        self._preview_source = None
+        self._preview_request = None
+        self._preview_transform = {}
+        self.preview_info = ""
         self._pairs: list[tuple[str, str]] = []
         self.device_info.value = device_hint()
 
@@ -158,6 +167,8 @@ class TrainWidget(Container):
 
         self.reset_choices()
         active = self.viewer.layers.selection.active
+        if active is not None and active.name == PREVIEW_LAYER:
+            return  # the preview appearing must not become the labels to train on
         if isinstance(active, napari.layers.Labels):
             self.labels.value = active
         elif isinstance(active, napari.layers.Image):
@@ -268,7 +279,17 @@ class TrainWidget(Container):
         self.progress.value = 0
         self.status.value = "Preparing the training data..."
         self._training_started = False
-        self.job = Job(self.trainer.run(), self._on_progress, self._on_done, self._on_error, self._on_finish)
+        gen = self.trainer.run()
+        self._preview_source = None
+        if self.live_preview.value:
+            from napari_unet.preview import with_previews
+
+            first = pairs[0]
+            self._preview_source = (self.viewer.layers[first.name], first.image, first.axes)
+            self._update_preview_request()
+            trainer = self.trainer
+            gen = with_previews(gen, lambda: trainer.model, lambda: trainer.device, lambda: self._preview_request)
+        self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._on_finish)
         self.job.start("Training U-Net")
         self._refresh()
 
@@ -278,9 +299,50 @@ class TrainWidget(Container):
             self.job.cancel()
             self.status.value = "Cancelling... (the best model so far is kept)"
 
+    def _update_preview_request(self) -> None:
+        """GUI thread: what the canvas shows now, for the worker's next preview (read there)."""
+        from napari_unet.preview import PreviewRequest
+
+        layer, data, axes = self._preview_source
+        try:
+            plane, plane_axes, region, self._preview_transform = visible_plane(self.viewer, layer, axes, data)
+        except (ValueError, IndexError, RuntimeError):  # the layer changed under us: keep the last one
+            return
+        self._preview_request = PreviewRequest(plane, plane_axes, region)
+
+    def _show_preview(self, p) -> None:
+        """Put a preview into the preview layer (created once, then updated in place)."""
+        import napari
+
+        data = np.zeros(p.plane_shape, np.int32)
+        y0, y1, x0, x1 = p.region
+        data[y0:y1, x0:x1] = p.labels
+        layers = self.viewer.layers
+        layer = layers[PREVIEW_LAYER] if PREVIEW_LAYER in layers else None
+        if isinstance(layer, napari.layers.Labels) and layer.data.shape == data.shape:
+            layer.data = data
+        else:
+            if layer is not None:
+                layers.remove(layer)
+            active = layers.selection.active
+            layer = self.viewer.add_labels(data, name=PREVIEW_LAYER, opacity=0.5, **self._preview_transform)
+            if active is not None and active in layers:
+                layers.selection.active = active  # keep the user's selection
+        layer.metadata["napari_unet_preview"] = {"epoch": p.epoch, "region": p.region, "seconds": p.seconds}
+        self.preview_info = (f"preview after epoch {p.epoch}: {p.seconds:.2f} s, "
+                             f"{100 * p.share:.0f} % of the run so far")
+
     def _on_progress(self, p) -> None:
         if self.closed:
             return
+        from napari_unet.preview import Preview
+
+        if isinstance(p, Preview):
+            self._show_preview(p)
+            self.status.value = self.preview_info
+            return
+        if self._preview_source is not None and p.kind in ("step", "epoch"):
+            self._update_preview_request()
         if p.kind != "preparing":
             self._training_started = True  # an error now is a failure, not a refusal to start
         if p.kind == "step":
