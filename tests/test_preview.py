@@ -6,7 +6,9 @@ import pytest
 from napari_unet.config import ModelConfig, PredictConfig
 from napari_unet.modelfile import UNetModel
 from napari_unet.predict import predict, run
-from napari_unet.preview import Preview, PreviewRequest, clip_region, predict_region, with_previews
+from napari_unet.preview import (
+    Preview, PreviewRequest, clip_region, predict_region, region_probabilities, with_previews,
+)
 from napari_unet.training import TrainProgress
 
 
@@ -33,6 +35,23 @@ def test_region_prediction_equals_the_whole_image_prediction_there(nuclei, regio
     assert got == region and labels.shape == (y1 - y0, x1 - x0)
     np.testing.assert_array_equal(labels, whole[y0:y1, x0:x1])
     assert not model.network.training  # left in eval mode, on its device
+
+
+@pytest.mark.parametrize("region", [(40, 130, 60, 200), (0, 256, 0, 256), (180, 256, 200, 256)])
+def test_padded_network_region_is_one_pass_with_mirrored_image_borders(nuclei, region):
+    """A padded network runs once on region + halo (mirrored only where the image ends); the
+    probabilities match whole-image prediction within the tiling tolerance of padded networks,
+    and match one pass over the whole image much closer inside."""
+    import torch
+
+    torch.manual_seed(1)
+    model = UNetModel.create(ModelConfig(arch="unet", depth=3, base_width=8))
+    image = nuclei[0]
+    whole = run(predict(model, image, "YX", PredictConfig(device="cpu", tile=512), probabilities=True))
+    probs, got = region_probabilities(model, PreviewRequest(image, "YX", region), torch.device("cpu"))
+    y0, y1, x0, x1 = region
+    assert probs.shape == (2, y1 - y0, x1 - x0)
+    assert np.abs(probs - whole.probabilities[:, y0:y1, x0:x1]).max() < 1e-3
 
 
 def test_region_prediction_of_an_instance_model_and_a_channel_image(nuclei):

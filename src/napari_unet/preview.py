@@ -15,6 +15,7 @@ whole image would give there.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from .axes import Planes
 from .instances import PostProcessing
 from .modelfile import UNetModel
 from .predict import semantic_threshold
-from .tiling import plan_tiles, predict_tiles
+from .tiling import decide, plan_tiles, predict_tiles
 
 
 @dataclass(frozen=True)
@@ -70,36 +71,58 @@ def clip_region(region: tuple[int, int, int, int], shape: tuple[int, int], max_s
     return tuple(out)
 
 
-def predict_region(model: UNetModel, request: PreviewRequest, device, max_side: int = 512) -> tuple[np.ndarray, tuple]:
-    """Labels of ``request.region`` (clipped to at most ``max_side``) predicted with
-    ``model`` as it is now (its network stays on its device and in eval mode).
+def region_probabilities(model: UNetModel, request: PreviewRequest, device, max_side: int = 512) -> tuple[np.ndarray, tuple]:
+    """Class probabilities (K, h, w) of ``request.region`` (clipped to at most ``max_side``)
+    with ``model`` as it is now (its network stays on its device, in eval mode).
 
-    Returns (labels, region)."""
+    The region is read with the model's halo from the image, mirrored only where the image
+    ends, and normalised with the whole plane's percentiles: the same numbers as predicting the
+    whole image (up to the tiling tolerance of padded networks). A padded network runs once on
+    region + halo; a valid one (``unet-paper``) tiles the read block as prediction does.
+    Returns (probabilities, region)."""
     planes = Planes(request.image, request.axes)
     if planes.n != 1:
         raise ValueError(f"a preview predicts one plane; got {planes.n} planes ({planes.describe()})")
     region = clip_region(request.region, (planes.height, planes.width), max_side)
-    y0, y1, x0, x1 = region
-    halo = model.halo
-    # read the region with its halo from the image; mirror only where the image ends
+    geometry, halo = model.geometry, model.halo
+    # predict from the pooling grid's nearest line before the region, as the tiler does (its
+    # tiles start at multiples of the step): a network with pooling is only shift-invariant
+    # by multiples of its step
+    y0, x0 = (region[0] // geometry.step) * geometry.step, (region[2] // geometry.step) * geometry.step
+    y1, x1 = region[1], region[3]
     ys = slice(max(0, y0 - halo), min(planes.height, y1 + halo))
     xs = slice(max(0, x0 - halo), min(planes.width, x1 + halo))
     block = planes.read(0, ys, xs)
     lo, hi = norm.percentiles(planes, model.normalization)  # of the whole plane, as in training
+    if geometry.padded:
+        # mirror where the image ends (numpy's reflect = the tiler's), then one pass, no halo
+        before_y, before_x = halo - (y0 - ys.start), halo - (x0 - xs.start)
+        pad = ((0, 0), (before_y, halo - (ys.stop - y1)), (before_x, halo - (xs.stop - x1)))
+        block = np.pad(block, pad, mode="reflect") if any(any(p) for p in pad) else block
+        side = max(block.shape[1:])
+        plan = plan_tiles(block.shape[1:], geometry, math.ceil(side / geometry.step) * geometry.step, 0)
+        inner = (slice(halo, halo + y1 - y0), slice(halo, halo + x1 - x0))
+    else:
+        plan = plan_tiles(block.shape[1:], geometry, model.tile, halo)
+        inner = (slice(y0 - ys.start, y1 - ys.start), slice(x0 - xs.start, x1 - xs.start))
     crop = Planes(block, "CYX")
-    plan = plan_tiles((crop.height, crop.width), model.geometry, model.tile, halo)
-    instance = model.config.mode == "instance"
-    probabilities = np.zeros((model.config.classes, crop.height, crop.width), np.float32) if instance else None
-    labels = None if instance else np.zeros((crop.height, crop.width), np.uint16)
-    threshold = semantic_threshold(model)
-    gen = predict_tiles(model.network, crop, lo, hi, plan, device=device, batch=4, labels_out=labels,
-                        probabilities_out=probabilities, activation=model.config.activation, threshold=threshold)
-    for _ in gen:
+    probabilities = np.zeros((model.config.classes, crop.height, crop.width), np.float32)
+    for _ in predict_tiles(model.network, crop, lo, hi, plan, device=device, batch=1,
+                           probabilities_out=probabilities, activation=model.config.activation):
         pass
-    if instance:
-        labels = PostProcessing.from_json(model.postprocessing).apply(probabilities)
-    inner = (slice(y0 - ys.start, y1 - ys.start), slice(x0 - xs.start, x1 - xs.start))
-    return np.ascontiguousarray(labels[inner]), region
+    dy, dx = region[0] - y0, region[2] - x0
+    inner = (slice(inner[0].start + dy, inner[0].stop), slice(inner[1].start + dx, inner[1].stop))
+    return np.ascontiguousarray(probabilities[(slice(None),) + inner]), region
+
+
+def predict_region(model: UNetModel, request: PreviewRequest, device, max_side: int = 512) -> tuple[np.ndarray, tuple]:
+    """Labels of ``request.region`` (see :func:`region_probabilities`): instance ids from the
+    model's post-processing (objects cut by the region's edge stay cut), or classes.
+    Returns (labels, region)."""
+    probabilities, region = region_probabilities(model, request, device, max_side)
+    if model.config.mode == "instance":
+        return PostProcessing.from_json(model.postprocessing).apply(probabilities), region
+    return decide(probabilities, semantic_threshold(model)).astype(np.uint16), region
 
 
 def with_previews(
