@@ -62,12 +62,15 @@ def main() -> None:
     train.save_path.value = str(tmp / "nuclei.safetensors")
     original = train.config
     train.config = lambda: replace(original(), depth=3, steps_per_epoch=10, tile=128)
+    train.live_preview.value = True
     train.run()
     end = time.time() + 900
-    while len(train.plot.epochs) < 3 and time.time() < end:
+    while (len(train.plot.epochs) < 3 or "U-Net preview" not in viewer.layers) and time.time() < end:
         pump(0.2)
     shot(viewer, "2_training")
     wait(train)
+    if "U-Net preview" in viewer.layers:
+        viewer.layers.remove("U-Net preview")
     shot(viewer, "3_trained")
 
     predict = PredictWidget(viewer)
@@ -87,6 +90,7 @@ def main() -> None:
     viewer.layers.selection.active = out
     train.labels.value = out
     train.fine_tune.value = True
+    train.live_preview.value = False
     train.epochs.value = 2
     train.run()
     wait(train)

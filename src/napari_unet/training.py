@@ -573,7 +573,7 @@ class _Fit:
                 release_memory(self.device)
                 if self.batch == 1:
                     raise TrainingError(
-                        f"the {self.device.type.upper()} ran out of memory even with a batch of one "
+                        f"the GPU ({self.device}) ran out of memory even with a batch of one "
                         f"{self.in_patch}x{self.in_patch} patch; use a smaller --patch or --base-width, "
                         "or --device cpu"
                     ) from err
