@@ -219,3 +219,35 @@ def test_train_widget_prepares_in_the_worker_thread(viewer, qtbot, tmp_path, mon
     qtbot.waitUntil(lambda: not w.job.running, timeout=120_000)
     assert len(threads) == 1 and threads[0] is not threading.main_thread()
     assert "saved to" in w.status.value and (tmp_path / "m.safetensors").exists()
+
+
+def test_predict_widget_checksums_new_labels_in_the_worker(viewer, qtbot, tmp_path, monkeypatch):
+    """The new labels' checksum (a full pass over them) is computed in the worker; only the
+    check of an existing, possibly edited layer runs on the GUI thread."""
+    import threading
+
+    from napari_unet._widgets import PredictWidget, _predict
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    calls = []
+    real = _predict.checksum
+
+    def recording(data):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real(data)
+
+    monkeypatch.setattr(_predict, "checksum", recording)
+    path = UNetModel.create(ModelConfig(depth=2, base_width=4)).save(tmp_path / "m.safetensors")
+    w = PredictWidget(viewer)
+    w.source.value = "model file"
+    w.model_file.value = path
+    w.image.value = viewer.layers["img"]
+    w.run()
+    qtbot.waitUntil(lambda: w.job is not None and not w.job.running, timeout=60_000)
+    layer = viewer.layers["img U-Net labels"]
+    assert calls == [False]  # the new labels, in the worker
+    assert layer.metadata["napari_unet_checksum"] == real(layer.data)
+    w.run()  # again: the unedited layer is checked on the GUI thread, then updated in place
+    qtbot.waitUntil(lambda: not w.job.running, timeout=60_000)
+    assert calls == [False, False, True] and viewer.layers["img U-Net labels"] is layer

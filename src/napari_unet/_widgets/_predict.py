@@ -220,7 +220,7 @@ class PredictWidget(Container):
         self._target = (layer, axes, model)
         self.progress.value = 0
         self.status.value = "Normalising and predicting..."
-        self.job = Job(gen, self._on_progress, self._on_done, self._on_error, self._on_finish)
+        self.job = Job(_with_checksum(gen), self._on_progress, self._on_done, self._on_error, self._on_finish)
         self.job.start("U-Net: predicting")
         self._refresh()
 
@@ -254,7 +254,7 @@ class PredictWidget(Container):
         layer, axes, model = self._target
         transform = spatial_transform(layer, axes)
         name = f"{layer.name} U-Net labels"
-        self.output = self._write_labels(name, result.labels, transform)
+        self.output = self._write_labels(name, result.labels, transform, getattr(result, "checksum", None))
         if result.probabilities is not None:
             pname = f"{layer.name} U-Net probabilities"
             if pname in self.viewer.layers:
@@ -266,19 +266,30 @@ class PredictWidget(Container):
         self.status.value = (f"{self.output.name}: {result.plan.describe()}, {result.device}, "
                              f"{result.seconds:.1f} s" + (f" ({notes})" if notes else ""))
 
-    def _write_labels(self, name: str, labels: np.ndarray, transform: dict):
-        """Update our own layer in place; never overwrite labels the user has edited."""
+    def _write_labels(self, name: str, labels: np.ndarray, transform: dict, labels_checksum: int | None = None):
+        """Update our own layer in place; never overwrite labels the user has edited.
+        ``labels_checksum``: the new labels' checksum, computed in the worker thread."""
+        if labels_checksum is None:
+            labels_checksum = checksum(labels)
         if name in self.viewer.layers:
             existing = self.viewer.layers[name]
             if existing.metadata.get("napari_unet_checksum") == checksum(existing.data):
                 existing.data = labels
                 existing.scale, existing.translate = transform["scale"], transform["translate"]
-                existing.metadata["napari_unet_checksum"] = checksum(labels)
+                existing.metadata["napari_unet_checksum"] = labels_checksum
                 return existing
             k = 2
             while f"{name} [{k}]" in self.viewer.layers:
                 k += 1
             name = f"{name} [{k}]"  # the user corrected the old result: keep it
         out = self.viewer.add_labels(labels, name=name, **transform)
-        out.metadata["napari_unet_checksum"] = checksum(labels)
+        out.metadata["napari_unet_checksum"] = labels_checksum
         return out
+
+
+def _with_checksum(gen):
+    """Worker thread: the prediction, with its labels' checksum (a full pass over the labels:
+    not on napari's GUI thread)."""
+    result = yield from gen
+    result.checksum = checksum(result.labels)
+    return result
