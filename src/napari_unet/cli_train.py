@@ -13,6 +13,8 @@ TRAIN_FLAGS = {
     "--arch": ("arch", str, "unet (padded, fast), unet-paper (valid convolutions, exact tiling) or smp"),
     "--instance-targets": ("instance_targets", str, "instance mode: distance (foreground + boundary distance) or 3-class"),
     "--encoder": ("encoder", str, "smp encoder, e.g. resnet34, mobilenet_v2"),
+    "--encoder-weights": ("encoder_weights", str, "smp: start the encoder from pretrained weights, e.g. imagenet "
+                          "(fetched through the Hugging Face cache; see docs/cli.md for offline use)"),
     "--depth": ("depth", int, "unet/unet-paper poolings"),
     "--base-width": ("base_width", int, "unet/unet-paper first-level channels"),
     "--classes": ("classes", int, "semantic classes (default: from the labels)"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -224,6 +225,23 @@ def check_encoder(name: str) -> None:
         )
 
 
+def pretrained_source(encoder: str, weights: str) -> dict:
+    """Where segmentation-models-pytorch fetches ``weights`` of ``encoder`` from: its Hugging
+    Face repository and revision, and the folder of the local hub cache that holds them."""
+    import segmentation_models_pytorch as smp
+    from huggingface_hub import constants
+
+    options = smp.encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
+    if weights not in options:
+        raise ConfigError(
+            f"encoder {encoder!r} has no pretrained weights {weights!r}; "
+            f"available: {', '.join(options) or 'none'}"
+        )
+    repo, revision = options[weights]["repo_id"], options[weights]["revision"]
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
+    return {"repo": repo, "revision": revision, "folder": folder, "files": ("config.json", "model.safetensors")}
+
+
 class SmpUNet(nn.Module):
     """A segmentation-models-pytorch U-Net; inputs must be divisible by 32."""
 
@@ -231,12 +249,30 @@ class SmpUNet(nn.Module):
         super().__init__()
         import segmentation_models_pytorch as smp
 
-        self.net = smp.Unet(
-            encoder_name=config.encoder,
-            encoder_weights=config.encoder_weights,
-            in_channels=config.in_channels,
-            classes=config.classes,
-        )
+        source = None
+        if config.encoder_weights is not None:
+            source = pretrained_source(config.encoder, config.encoder_weights)
+        try:
+            self.net = smp.Unet(
+                encoder_name=config.encoder,
+                encoder_weights=config.encoder_weights,
+                in_channels=config.in_channels,
+                classes=config.classes,
+            )
+        except Exception as err:  # noqa: BLE001 - any failure to fetch the weights is explained
+            if source is None:
+                raise
+            repo, rev, folder = source["repo"], source["revision"], source["folder"]
+            raise ConfigError(
+                f"could not get the pretrained {config.encoder_weights!r} weights of encoder "
+                f"{config.encoder!r} from the Hugging Face repository {repo} (revision {rev[:12]}): "
+                f"{type(err).__name__}: {str(err).splitlines()[0].rstrip('.') if str(err) else ''}. Without internet, "
+                f"download them on a machine that has it (python -c \"from huggingface_hub import "
+                f"snapshot_download; snapshot_download('{repo}', revision='{rev}')\") and copy the folder "
+                f"{folder.parent.parent.name} of its Hugging Face cache into {folder.parent.parent.parent} "
+                f"here (the files {' and '.join(source['files'])} must end up in {folder}); set HF_HOME "
+                "to use another cache folder. Or train without --encoder-weights."
+            ) from err
         self.geometry = smp_geometry()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,10 @@ class TrainConfig:
         Stop when the validation metric has not improved for this many epochs (0 = never).
     freeze_encoder : bool
         Fine-tuning: keep the contracting path fixed.
+    encoder_weights : str or None
+        ``smp`` only: start the encoder from pretrained weights (``imagenet``), fetched by
+        segmentation-models-pytorch through the Hugging Face hub cache (see
+        :func:`napari_unet.models.pretrained_source`); None = random.
     time_limit : float or None
         Minutes for the whole run, final validation and post-processing tuning included:
         training stops early enough for both to finish in time (they are estimated from
@@ -112,6 +116,7 @@ class TrainConfig:
     instance_targets: str = "distance"
     arch: str = "unet"
     encoder: str = "resnet34"
+    encoder_weights: str | None = None
     depth: int = 4
     base_width: int = 16
     batch_norm: bool = True
@@ -164,6 +169,13 @@ class TrainConfig:
         if self.val_images < 1:
             raise ConfigError(f"val_images must be >= 1, got {self.val_images}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.encoder_weights in ("", "none", "random"):
+            object.__setattr__(self, "encoder_weights", None)
+        if self.encoder_weights is not None and self.arch != "smp":
+            raise ConfigError(
+                f"pretrained encoder weights ({self.encoder_weights!r}) exist only for --arch smp "
+                f"encoders; {self.arch!r} starts from random weights (leave --encoder-weights out)"
+            )
         Normalization(self.norm_low, self.norm_high)
         self.model_config(self.classes or 2, 1)  # the model settings are valid too
 
@@ -174,7 +186,7 @@ class TrainConfig:
             arch=self.arch, in_channels=in_channels, classes=classes,
             class_names=self.class_names, mode=self.mode, depth=self.depth,
             base_width=self.base_width, batch_norm=self.batch_norm, encoder=self.encoder,
-            instance_targets=self.instance_targets,
+            encoder_weights=self.encoder_weights, instance_targets=self.instance_targets,
         )
 
     @property

@@ -69,7 +69,11 @@ class TrainWidget(Container):
                                      "unet-paper: Ronneberger et al. 2015, valid convolutions, exact tiling; "
                                      "smp: segmentation-models-pytorch encoders")
         self.encoder = ComboBox(label="encoder", choices=["resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0"],
-                                value="resnet34", tooltip="smp encoder (weights start random)")
+                                value="resnet34", tooltip="smp encoder")
+        self.encoder_weights = ComboBox(
+            label="encoder weights", choices=["random", "imagenet"], value="random",
+            tooltip="smp: start the encoder from ImageNet-pretrained weights (fetched once through the Hugging "
+                    "Face cache; offline, copy them there: see the user guide), or from random weights")
         self.base_width = SpinBox(label="base width", value=defaults.base_width, min=4, max=128, step=4,
                                   tooltip="Channels of the first level (the paper: 64)")
         self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=10000,
@@ -105,7 +109,7 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.extend([
             self.image, self.labels, self.axes, self.add_pair, self.pairs, self.remove_pair,
-            self.mode, self.unlabelled_zero, self.instance_targets, self.arch, self.encoder, self.base_width,
+            self.mode, self.unlabelled_zero, self.instance_targets, self.arch, self.encoder, self.encoder_weights, self.base_width,
             self.epochs, self.time_limit, self.patch, self.batch, self.lr, self.val_fraction, self.defaults_note,
             self.device, self.device_info,
             self.fine_tune, self.freeze_encoder, self.live_preview, self.save_path, self.start, self.cancel,
@@ -192,6 +196,7 @@ class TrainWidget(Container):
         self.axes.choices = axes_choices(self.image.value)
         self.unlabelled_zero.visible = self.mode.value == "semantic"
         self.encoder.visible = self.arch.value == "smp"
+        self.encoder_weights.visible = self.arch.value == "smp"
         self.base_width.visible = self.arch.value in ("unet", "unet-paper")
         self.instance_targets.visible = self.mode.value == "instance"
         have = bool(self._pairs) or (self.image.value is not None and self.labels.value is not None)
@@ -216,6 +221,8 @@ class TrainWidget(Container):
         return TrainConfig(
             mode=self.mode.value, unlabelled_zero=bool(self.unlabelled_zero.value and self.mode.value == "semantic"),
             arch=self.arch.value, encoder=self.encoder.value, base_width=int(self.base_width.value),
+            encoder_weights=(self.encoder_weights.value if self.arch.value == "smp"
+                             and self.encoder_weights.value != "random" else None),
             epochs=int(self.epochs.value), patch=int(self.patch.value), batch=int(self.batch.value),
             lr=float(self.lr.value), val_fraction=float(self.val_fraction.value), device=self.device.value,
             freeze_encoder=bool(self.freeze_encoder.value), instance_targets=self.instance_targets.value,
