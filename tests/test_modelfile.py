@@ -95,7 +95,9 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(mf.os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    from napari_unet.io import OutputError
+
+    with pytest.raises(OutputError, match="cannot write .*disk full"):
         small(classes=4).save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
@@ -223,3 +225,19 @@ def test_newer_format_and_mismatched_weights_are_refused(tmp_path):
     path = rewrite_settings(small().save(tmp_path / "b.safetensors"), lambda m: m["model"].update(batch_norm=True))
     with pytest.raises(ModelFileError, match=r"weights do not fit the described network \(missing"):
         UNetModel.load(path)
+
+
+def test_a_header_length_whose_first_byte_looks_like_pickle_still_loads(tmp_path):
+    """A safetensors header of 128 + 256k bytes starts the file with 0x80, the pickle protocol
+    byte: such a model file (about 1 in 256) must load, not be refused as a pickle."""
+    import struct
+
+    path = small().save(tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    pad = (256 - (n % 256) + 0x80) % 256  # spaces after the JSON: still a valid header
+    header = data[8 : 8 + n] + b" " * pad
+    forged = struct.pack("<Q", len(header)) + header + data[8 + n :]
+    assert forged[:1] == b"\x80"
+    path.write_bytes(forged)
+    assert UNetModel.load(path).config == small().config

@@ -250,7 +250,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .axes import AxesError
     from .config import ConfigError
     from .devices import DeviceError
-    from .io import ImageFileError
+    from .io import ImageFileError, OutputError
     from .modelfile import ModelFileError
     from .normalization import NonFiniteError
 
@@ -259,7 +259,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CliError, AxesError, ConfigError, DeviceError, ImageFileError, ModelFileError,
-        NonFiniteError, LabelsError, TrainingError,
+        NonFiniteError, LabelsError, TrainingError, OutputError,
     )
 
 

@@ -122,6 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"--out {args.out} is the --init model: fine-tuning never overwrites its starting "
             "model (a fine-tune that makes things worse would destroy it); give another --out"
         )
+    from .io import check_writable
+
+    check_writable(args.out)  # before any work, not at the first save
     pairs = pairs_from_folders(args.images, args.labels)
     init = UNetModel.load(args.init) if args.init else None
     trainer = Trainer(pairs, config, out=args.out, init=init)

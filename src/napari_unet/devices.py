@@ -137,3 +137,26 @@ def run_in_batches(
             continue
         yield start, start + size, result
         start += size
+
+
+def avoid_llvm_clash() -> None:
+    """Keep torch from loading triton when Mesa's LLVM is already in the process.
+
+    torch.optim imports torch._dynamo on first use, which imports triton; triton bundles its
+    own LLVM, and loading it next to Mesa's libLLVM (software OpenGL: napari in VMs, remote
+    desktops, Xvfb) crashes the process with a segmentation fault. napari-unet never compiles
+    kernels, so triton is not needed: it is marked unavailable in that case only (a process
+    without Mesa's LLVM, e.g. the command line, keeps triton and torch.compile). Called before
+    training builds its optimiser and by the napari widgets before they start a job.
+    """
+    import sys
+
+    if "triton" in sys.modules:
+        return
+    try:
+        with open("/proc/self/maps") as fh:
+            mesa_llvm = any("libLLVM" in line for line in fh)
+    except OSError:
+        return
+    if mesa_llvm:
+        sys.modules["triton"] = None  # "import triton" now raises ImportError

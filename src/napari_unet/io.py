@@ -186,6 +186,39 @@ def _tiff_options(
     return options
 
 
+class OutputError(ValueError):
+    """A result could not be written (full disk, no permission, a file where a folder should
+    be); the message says which file and why, and that nothing was written there."""
+
+
+def output_error(path: Path, err: OSError) -> OutputError:
+    """The clear error for a failed write of ``path``."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "the disk is full (no space left on the device); free some space or write elsewhere",
+        errno.EDQUOT: "the disk quota is exceeded; free some space or write elsewhere",
+        errno.EACCES: "permission denied; choose a folder you can write to",
+        errno.EPERM: "permission denied; choose a folder you can write to",
+        errno.EROFS: "the file system is read-only; choose another folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a part of the path is a file, not a folder",
+    }
+    reason = reasons.get(err.errno, err.strerror or str(err))
+    kept = "; the file already there is unchanged" if path.is_file() else ""
+    return OutputError(f"cannot write {path}: {reason}. Nothing was written there{kept}.")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of work, when ``path`` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    fd, tmp = open_temporary(path)
+    os.close(fd)
+    tmp.unlink(missing_ok=True)
+
+
 def open_temporary(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     """A new, empty file beside ``path`` (opened for writing), to be renamed over it.
 
@@ -193,7 +226,10 @@ def open_temporary(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     would give 0600, which the rename keeps, and the result would be unreadable to the user's
     group (a shared folder, a web server, a cluster job running as another user).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise output_error(path, err) from err
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}"
@@ -201,6 +237,8 @@ def open_temporary(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
+        except OSError as err:
+            raise output_error(path, err) from err
     raise FileExistsError(f"cannot create a temporary file beside {path}")
 
 
@@ -234,6 +272,9 @@ def write_tiff(
         tifffile.imwrite(tmp, array, compression="zlib" if compress else None,
                          **_tiff_options(array.shape, axes, imagej_axes, pixel_size))
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -268,6 +309,9 @@ def tiff_memmap(
         array.flush()
         del array
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise output_error(path, err) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import __version__
 from .config import ModelConfig, Normalization, from_dict, to_dict
-from .io import open_temporary
+from .io import open_temporary, output_error
 from .models import Geometry, build_network, measure_halo
 
 FORMAT = "napari-unet"
@@ -204,6 +204,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, err) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -219,7 +222,11 @@ def _read(path: Path) -> tuple[dict, dict]:
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder, not a model file")
     data = path.read_bytes()
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    # a safetensors file starts with its header's length (8 bytes, little-endian) and then the
+    # JSON header: its first byte may be anything (0x80 for a header of 128 + 256k bytes), so
+    # only a file that is not safetensors-shaped is taken for a pickle (zip "PK" or protocol 0x80)
+    safetensors_shaped = len(data) > 8 and data[8:9] == b"{"
+    if not safetensors_shaped and (data[:2] == b"PK" or data[:1] == b"\x80"):
         raise ModelFileError(
             f"{path} looks like a pickled PyTorch checkpoint (torch.save). napari-unet does not "
             "load pickles because they can run arbitrary code; save the weights as a napari-unet "

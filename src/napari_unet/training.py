@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
-from .devices import autocast, autocast_dtype, is_out_of_memory, release_memory, resolve_device
+from .devices import autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, release_memory, resolve_device
 from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
 from .instances import object_size, tune_steps
 from .modelfile import UNetModel
@@ -353,6 +353,13 @@ class Trainer:
         present = set()
         for s in self.samples:
             present.update(np.unique(s.targets[s.targets >= 0]).tolist())
+        if len(present) < 2:
+            only = ", ".join(str(int(c) + (1 if self.config.unlabelled_zero else 0)) for c in sorted(present))
+            raise TrainingError(
+                f"semantic labels hold only one class (value {only}): a network cannot learn to tell "
+                "classes apart from one; paint at least two classes (background counts as one; with "
+                "'0 = unlabelled', paint the background as a class too)"
+            )
         names = self.config.class_names
         missing = [names[i] if i < len(names) else str(i) for i in range(self.classes) if i not in present]
         if missing and self.config.class_names:
@@ -614,6 +621,7 @@ class _Fit:
             for p in encoder_parameters(network):
                 p.requires_grad_(False)
         params = [p for p in network.parameters() if p.requires_grad]
+        avoid_llvm_clash()  # before torch.optim's first use imports triton (see there)
         if config.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         else:

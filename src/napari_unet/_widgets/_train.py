@@ -273,6 +273,9 @@ class TrainWidget(Container):
             self.status.value = "No current model to fine-tune: train one first or load one in Predict with U-Net."
             return
         try:
+            from napari_unet.io import check_writable
+
+            check_writable(self.save_path.value)  # now, not at the first save after minutes
             pairs = self._layer_pairs()
             # the costly preparation (targets, normalisation, the network) runs in the worker
             self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init, prepare=False)

@@ -14,6 +14,8 @@ from typing import Any
 
 from napari.qt.threading import GeneratorWorker, create_worker
 
+from napari_unet.devices import avoid_llvm_clash
+
 CANCELLED = object()
 
 
@@ -67,27 +69,6 @@ class _Worker(GeneratorWorker):
 
     def quit(self) -> None:
         self._cancel_event.set()
-
-
-def avoid_llvm_clash() -> None:
-    """Keep torch from loading triton when Mesa's LLVM is already in the process.
-
-    torch.optim imports torch._dynamo on first use, which imports triton; triton bundles its
-    own LLVM, and loading it next to Mesa's libLLVM (software OpenGL: VMs, remote desktops,
-    Xvfb) crashes napari with a segmentation fault. napari-unet never compiles kernels, so
-    triton is not needed: it is marked unavailable in that case only.
-    """
-    import sys
-
-    if "triton" in sys.modules:
-        return
-    try:
-        with open("/proc/self/maps") as fh:
-            mesa_llvm = any("libLLVM" in line for line in fh)
-    except OSError:
-        return
-    if mesa_llvm:
-        sys.modules["triton"] = None  # "import triton" now raises ImportError
 
 
 class Job:
