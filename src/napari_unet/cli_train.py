@@ -69,6 +69,8 @@ def add_commands(sub) -> None:
         p.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {_shown(defaults[name])})")
     for flag, (name, help_) in TRAIN_SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=f"{help_} (default: {'on' if defaults[name] else 'off'})")
+    p.add_argument("--fp32", action="store_true", default=None,
+                   help="train in float32 (default: bfloat16 mixed precision where the GPU or CPU computes it natively)")
     p.add_argument("--init", help="model file to fine-tune from")
     p.add_argument("--config", help="JSON settings (e.g. saved by the napari Train widget); flags override it")
     p.add_argument("--report", help="folder for curves, examples and metrics (PNG + JSON)")
@@ -104,6 +106,8 @@ def train_config_from_args(args: argparse.Namespace):
     for flag, (name, _) in TRAIN_SWITCHES.items():
         if getattr(args, flag[2:].replace("-", "_")):
             values[name] = True
+    if getattr(args, "fp32", None):
+        values["mixed_precision"] = False
     return TrainConfig.from_json(values)
 
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import normalization as norm
 from .axes import Planes
-from .devices import autocast, full_float32, release_memory, run_in_batches
+from .devices import autocast, full_float32, memory_format, release_memory, run_in_batches
 from .models import Geometry
 
 
@@ -187,10 +187,11 @@ def predict_tiles(
     total = planes.n * len(origins)
     jobs = [(i, o) for i in range(planes.n) for o in origins]
     state = {"batch": max(1, int(batch)), "reduced": False}
-    channels_last = device.type == "cuda"
+    fmt = memory_format(device)
+    channels_last = fmt == torch.channels_last
     network.eval()
     if channels_last:
-        network.to(memory_format=torch.channels_last)
+        network.to(memory_format=fmt)
 
     def once(x: torch.Tensor) -> torch.Tensor:
         return activate(network(x), activation)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
-from .devices import autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, release_memory, resolve_device
+from .devices import (autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, memory_format, release_memory,
+                      resolve_device)
 from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
 from .instances import object_size, tune_steps
 from .modelfile import UNetModel
@@ -99,6 +100,10 @@ class TrainConfig:
         their last measured duration, plus 2 % margin).
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    mixed_precision : bool
+        Train in bfloat16 mixed precision where the hardware computes it natively (GPUs of
+        compute capability >= 8, CPUs with AVX512-BF16 or AMX: 2-3x faster steps on the
+        CPU), float16 with loss scaling on older GPUs; off = float32 everywhere.
     seed : int
         Seed for sampling, augmentation and initialisation.
     boundary_width, w0, sigma : instance targets and the paper's border weights.
@@ -137,6 +142,7 @@ class TrainConfig:
     freeze_encoder: bool = False
     time_limit: float | None = None
     device: str = "auto"
+    mixed_precision: bool = True
     seed: int = 0
     boundary_width: int = 2
     w0: float = 10.0
@@ -331,8 +337,11 @@ class Trainer:
 
     def describe(self) -> str:
         """What is trained on what, in a line (after :meth:`prepare`)."""
+        dtype = autocast_dtype(self.device, cpu=True) if self.config.mixed_precision else None
+        precision = {None: "float32", torch.bfloat16: "bfloat16 mixed precision",
+                     torch.float16: "float16 mixed precision"}[dtype]
         return (f"training {self.model.config.arch} ({self.config.mode}) on {len(self.samples)} plane(s) "
-                f"from {len(self.pairs)} image(s), device {self.device}")
+                f"from {len(self.pairs)} image(s), device {self.device}, {precision}")
 
     def _semantic_classes(self, pairs: list[Pair], init: UNetModel | None) -> int:
         """Classes to train: as configured, else what the labels (and a starting model) hold."""
@@ -575,7 +584,8 @@ class _Fit:
             try:
                 image, targets, maps = self._to_device(*batch)
                 image, targets, maps = augment(image, targets, maps, self.config.augmentation, generator)
-                with autocast(self.device):
+                image = image.contiguous(memory_format=memory_format(self.device))
+                with self._autocast():
                     loss = self._loss(network, image, targets, maps)
                 value = loss.item()
                 if not math.isfinite(value):
@@ -608,7 +618,11 @@ class _Fit:
         n = max(2, min(16, len(self.val) * 2))
         return [sampler.batch(self.config.batch) for _ in range(max(1, n // self.config.batch))]
 
+    def _autocast(self):
+        return autocast(self.device, self.config.mixed_precision, cpu=True)
+
     def _train_mode(self, network) -> None:
+        network.to(memory_format=memory_format(self.device))  # prediction may have changed it
         network.train()
         if self.config.freeze_encoder:
             for module in encoder_modules(network):
@@ -630,7 +644,8 @@ class _Fit:
         limit = config.time_limit * 60 if config.time_limit else None
         schedule = _Schedule(steps * config.epochs, limit)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=config.mixed_precision and autocast_dtype(device) == torch.float16)
         generator = torch.Generator().manual_seed(config.seed)
         sampler = PatchSampler(self.train, self.in_patch, self.rng)
         val_batches = self._validation_batches()
@@ -724,7 +739,7 @@ class _Fit:
             # cancelled before any validation: the starting weights, never half-trained ones
             network.load_state_dict(best_state if best_state is not None else start_state)
             model.history = history
-            network.cpu().eval()
+            network.cpu().eval().to(memory_format=torch.contiguous_format)
             release_memory(device)
         if best_epoch == first_epoch and self.score_start:
             stopped += "; the starting model was not beaten and is kept"
@@ -807,7 +822,7 @@ class _Fit:
             for batch in val_batches:
                 for i in range(0, len(batch[0]), self.batch):  # the batch may have been reduced
                     image, targets, maps = self._to_device(*(a[i : i + self.batch] for a in batch))
-                    with autocast(self.device):
+                    with self._autocast():
                         losses.append(self._loss(network, image, targets, maps).item())
         out = {"val_loss": float(np.mean(losses))}
         yield self._progress("validating", 0, n, message)
