@@ -121,6 +121,37 @@ def test_two_touching_squares_from_distance_map():
     assert out.max() == 2 and len(np.unique(out[10])) == 3
 
 
+def test_h_maxima_seeds_split_nuclei_whose_distance_ridge_never_dips_below_the_threshold():
+    """Two overlapping disks predicted as one blob whose distance map has two peaks joined by
+    a saddle at ~0.6: thresholded seeds (0.3) see one object, h-maxima seeds see two, and a
+    flat ridge (no saddle) stays one object."""
+    from scipy import ndimage as ndi
+
+    yy, xx = np.mgrid[:40, :60]
+    blob = ((yy - 20) ** 2 + (xx - 20) ** 2 < 12**2) | ((yy - 20) ** 2 + (xx - 38) ** 2 < 12**2)
+    d = ndi.distance_transform_edt(blob)
+    d = (d / d.max()).astype(np.float32)  # peaks 1.0 at the centres, saddle ~0.6 at x = 29
+    assert 0.4 < d[20, 29] < 0.8
+    p = np.stack([blob.astype(np.float32), d])
+    assert instances_from_probabilities(p, min_size=5, interior_threshold=0.3).max() == 1
+    two = instances_from_probabilities(p, min_size=5, interior_threshold=0.3, seed_dynamic=0.1)
+    assert two.max() == 2
+    assert two[20, 15] != two[20, 42] and two[20, 15] > 0 and two[20, 42] > 0
+    assert (two > 0).sum() == blob.sum()  # the whole blob is given out
+    # one elongated nucleus (a flat ridge, no saddle) is not split
+    rod = (np.abs(yy - 20) < 8) & (xx > 10) & (xx < 50)
+    dr = ndi.distance_transform_edt(rod)
+    p_rod = np.stack([rod.astype(np.float32), (dr / dr.max()).astype(np.float32)])
+    assert instances_from_probabilities(p_rod, min_size=5, interior_threshold=0.3, seed_dynamic=0.1).max() == 1
+    # the dynamic is part of the stored post-processing
+    from napari_unet.instances import PostProcessing
+
+    post = PostProcessing.from_json({"interior_threshold": 0.3, "foreground_threshold": 0.5, "min_size": 5,
+                                     "seed_dynamic": 0.1, "validation_ap@0.5": 0.9})
+    np.testing.assert_array_equal(post.apply(p), two)
+    assert PostProcessing.from_json(post.to_json()) == post
+
+
 def test_holes_are_filled_and_enclosed_fragments_merged():
     """A nucleus with bright chromocentres: a ring with a hole and a separate seed inside must
     become one object, as must a fragment lying inside it."""

@@ -392,8 +392,36 @@ def test_validation_subset_is_fixed_and_spread():
     assert subset == [0, 20, 40, 60, 80]
     assert [s.i for s in validation_subset(items[:3], 5)] == [0, 1, 2]
     big = [S(0, 2000)] + [S(i) for i in range(1, 10)]  # one huge image is skipped, not all
-    subset = validation_subset(big, 4, max_pixels=1000)
+    subset = validation_subset(big, 4, crop=None, max_pixels=1000)
     assert len(subset) == 4 and all(s.shape == (10, 10) for s in subset)
+
+
+def test_validation_crops_large_planes_where_the_labels_are():
+    """Large validation planes are scored on their crop with the most labelled pixels, so
+    that many images fit the budget; small planes stay whole; the user's arrays are untouched."""
+    from napari_unet.data import Sample, _foreground
+    from napari_unet.training import densest_window, validation_subset
+
+    def sample(name, h, w, objects):
+        labels = np.zeros((h, w), np.int32)
+        for k, (y, x) in enumerate(objects, start=1):
+            labels[y : y + 6, x : x + 6] = k
+        targets = (labels > 0).astype(np.int16)
+        return Sample(name, np.zeros((1, h, w), np.float32), labels, targets, np.ones((h, w), np.float32),
+                      _foreground(targets), source=name)
+
+    # a 400x1200 plane (more than six crops' worth) whose objects sit in its right part
+    wide = sample("wide", 400, 1200, [(y, x) for y in (40, 120, 200) for x in (1000, 1060, 1120)])
+    small = [sample(f"s{i}", 60, 60, [(10, 10)]) for i in range(5)]
+    window = densest_window(wide, 256)
+    assert window[0].stop - window[0].start == 256 and window[1].stop - window[1].start == 256
+    assert wide.labels[window].astype(bool).sum() == wide.labels.astype(bool).sum()  # all 9 objects
+    subset = validation_subset([wide] + small, 6, crop=256)
+    assert [s.shape for s in subset] == [(256, 256)] + [(60, 60)] * 5
+    assert subset[0].labels.max() == 9 and subset[0].name == "wide (crop)"
+    assert wide.shape == (400, 1200)  # the plane itself is not changed
+    # everything small enough: all planes, whole
+    assert [s.shape for s in validation_subset(small, 6)] == [(60, 60)] * 5
 
 
 def test_instance_model_stores_the_object_size(data_dir, tmp_path):

@@ -26,6 +26,7 @@ TRAIN_FLAGS = {
     "--optimizer": ("optimizer", str, "adam or sgd (momentum 0.99)"),
     "--val-fraction": ("val_fraction", float, "fraction of images held out for validation"),
     "--val-images": ("val_images", int, "validation images scored at each validation (a fixed subset)"),
+    "--val-crop": ("val_crop", int, "larger validation planes are scored on their densest crop of this size (0 = whole)"),
     "--val-budget": ("val_budget", float, "largest share of the time spent validating"),
     "--folds": ("folds", int, "K-fold cross-validation with K folds"),
     "--patience": ("patience", int, "early stopping after this many epochs without improvement"),

@@ -30,7 +30,7 @@ from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import (autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, memory_format, release_memory,
                       resolve_device)
 from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
-from .instances import object_size, tune_steps
+from .instances import grid_for, object_size, tune_steps
 from .modelfile import UNetModel
 from .models import encoder_modules, encoder_parameters, measure_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
@@ -81,6 +81,9 @@ class TrainConfig:
     val_images : int
         Validation images (planes) scored at each validation, a fixed subset; all are used
         when there are fewer.
+    val_crop : int
+        Larger validation planes are scored on their ``val_crop`` x ``val_crop`` window with
+        the most labels (0 = whole planes), so that many images fit the validation budget.
     val_budget : float
         Largest share of the training time spent validating (the steps between validations
         grow to keep it).
@@ -135,7 +138,8 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     val_fraction: float = 0.2
-    val_images: int = 16
+    val_images: int = 48
+    val_crop: int = 256
     val_budget: float = 0.1
     folds: int = 0
     patience: int = 15
@@ -174,6 +178,8 @@ class TrainConfig:
             raise ConfigError(f"val_budget must be between 0 and 1, got {self.val_budget}")
         if self.val_images < 1:
             raise ConfigError(f"val_images must be >= 1, got {self.val_images}")
+        if self.val_crop != 0 and self.val_crop < 32:
+            raise ConfigError(f"val_crop must be 0 (whole planes) or >= 32 pixels, got {self.val_crop}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.encoder_weights in ("", "none", "random"):
             object.__setattr__(self, "encoder_weights", None)
@@ -474,27 +480,60 @@ def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return ((fg * weights).sum() + (dist * labelled).sum()) / n
 
 
-def validation_subset(samples: list[Sample], n: int, max_pixels: int = 1_500_000) -> list[Sample]:
-    """Up to ``n`` samples spread evenly over the list, skipping any that would take the total
-    past ``max_pixels`` (one large image must not make every validation slow); at least one."""
+def densest_window(sample: Sample, size: int) -> tuple[slice, slice]:
+    """The ``size`` x ``size`` window (clipped to the plane) holding the most labelled pixels,
+    searched on a grid of ``size // 8`` pixels (an integral image: cheap on large planes)."""
+    h, w = sample.shape
+    wh, ww = min(size, h), min(size, w)
+    if (wh, ww) == (h, w):
+        return slice(0, h), slice(0, w)
+    labelled = sample.labelled_pixels()
+    total = np.zeros((h + 1, w + 1), np.int64)
+    total[1:, 1:] = labelled.cumsum(0).cumsum(1)
+    stride = max(1, size // 8)
+    ys = np.unique(np.r_[np.arange(0, h - wh + 1, stride), h - wh])
+    xs = np.unique(np.r_[np.arange(0, w - ww + 1, stride), w - ww])
+    y0, x0 = ys[:, None], xs[None, :]
+    counts = total[y0 + wh, x0 + ww] - total[y0, x0 + ww] - total[y0 + wh, x0] + total[y0, x0]
+    i, j = np.unravel_index(int(np.argmax(counts)), counts.shape)
+    return slice(int(ys[i]), int(ys[i]) + wh), slice(int(xs[j]), int(xs[j]) + ww)
+
+
+def validation_subset(samples: list[Sample], n: int, crop: int | None = 256,
+                      max_pixels: int | None = None) -> list[Sample]:
+    """A fixed validation set that is cheap to score and still represents every kind of image.
+
+    When all validation planes together are small (at most ``max_pixels``, by default
+    ``n`` crops' worth), all of them, whole. Otherwise up to ``n`` planes spread evenly over
+    the list, each cut to its ``crop`` x ``crop`` window with the most labelled pixels (many
+    small windows from many images rank epochs and tune post-processing better than a few
+    whole images, which favour the small ones), skipping any that would take the total past
+    ``max_pixels``; at least one.
+    """
+    if max_pixels is None:
+        max_pixels = n * crop**2 if crop else 1_500_000
     if len(samples) <= n and sum(s.shape[0] * s.shape[1] for s in samples) <= max_pixels:
         return list(samples)
     order = np.linspace(0, len(samples) - 1, len(samples)).round().astype(int)
     # spread: every k-th first, then the ones in between
     step = max(1, len(samples) // n)
     order = [i for offset in range(step) for i in order[offset::step]]
-    chosen, pixels = [], 0
+    chosen, pixels = {}, 0
     for i in order:
-        size = samples[i].shape[0] * samples[i].shape[1]
+        s = samples[i]
+        if crop and (s.shape[0] > crop or s.shape[1] > crop):
+            s = s.crop(densest_window(s, crop), f"{s.name} (crop)")
+        size = s.shape[0] * s.shape[1]
         if pixels + size > max_pixels:
             continue
-        chosen.append(i)
+        chosen[i] = s
         pixels += size
         if len(chosen) == n:
             break
-    if not chosen:  # every image is larger than the budget: the smallest one
-        chosen = [int(np.argmin([s.shape[0] * s.shape[1] for s in samples]))]
-    return [samples[i] for i in sorted(chosen)]
+    if not chosen:  # every plane is larger than the budget: the smallest one
+        i = int(np.argmin([s.shape[0] * s.shape[1] for s in samples]))
+        chosen[i] = samples[i]
+    return [chosen[i] for i in sorted(chosen)]
 
 
 class _Schedule:
@@ -527,7 +566,7 @@ class _Fit:
                  score_start: bool = False, object_size: dict | None = None, started: float | None = None):
         self.model: UNetModel = model
         self.train, self.val = train, val
-        self.val_subset = validation_subset(val, config.val_images)
+        self.val_subset = validation_subset(val, config.val_images, config.val_crop)
         self.config, self.device, self.out, self.rng = config, device, out, rng
         self.fold = fold
         self.score_start = score_start
@@ -756,7 +795,10 @@ class _Fit:
             val_seconds += 0.05 * len(self.val_subset)
         tune = 0.0
         if self.config.mode == "instance":
-            tune = 12 * 0.05 * len(self.val_subset)  # 12 watersheds per image, ~50 ms each
+            grid = grid_for(self.model.config.classes, self.object_size.get("area"))
+            settings = math.prod(len(grid[k]) for k in ("interior_threshold", "foreground_threshold", "seed_dynamic"))
+            pixels = sum(s.shape[0] * s.shape[1] for s in self.val_subset)
+            tune = settings * (0.01 * len(self.val_subset) + pixels * 1e-7)  # ~10 ms + 0.1 s/Mpx each
         return step_seconds + val_seconds + tune + 0.02 * self.config.time_limit * 60
 
     def _save(self, history, best_epoch, metrics) -> None:
