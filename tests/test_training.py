@@ -8,7 +8,7 @@ import torch
 
 from napari_unet.cli import main
 from napari_unet.data import Pair, kfold, prepare, split_holdout
-from napari_unet.config import ModelConfig, Normalization
+from napari_unet.config import ConfigError, ModelConfig, Normalization
 from napari_unet.modelfile import UNetModel
 from napari_unet.models import encoder_parameters
 from napari_unet.training import TrainConfig, Trainer, TrainingError
@@ -594,3 +594,47 @@ def test_bad_labels_found_while_preparing_raise_the_same_error(data_dir):
                       prepare=False)
     with pytest.raises(TrainingError, match="all zero"):
         drive(trainer.run())
+
+
+def test_weight_average_follows_the_weights_and_swaps_in_and_out():
+    from napari_unet.training import WeightAverage
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    start = [t.detach().clone() for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    avg = WeightAverage(net, decay=0.9)
+    expected = [t.clone() for t in start]
+    for n in range(1, 31):
+        with torch.no_grad():
+            for t in net.parameters():
+                t.add_(1.0)
+        net.train()(torch.randn(4, 1, 8, 8))  # batch-norm statistics move too
+        avg.update()
+        d = min(0.9, (1 + n) / (10 + n))
+        live = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+        expected = [e * d + t.detach() * (1 - d) for e, t in zip(expected, live)]
+    live = [t.detach().clone() for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    avg.swap()
+    now = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    for e, t in zip(expected, now):
+        torch.testing.assert_close(t, e)
+    assert not torch.allclose(now[0], live[0])  # the average lags behind the weights
+    avg.swap()
+    for a, b in zip(live, (t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point())):
+        torch.testing.assert_close(a, b)
+
+
+def test_training_keeps_the_averaged_weights(data_dir, tmp_path):
+    """The saved model is the weight average at its best epoch, not the raw weights; with
+    weight_average=0 it is the raw weights (the two runs differ)."""
+    out_avg, out_raw = tmp_path / "avg.safetensors", tmp_path / "raw.safetensors"
+    cfg = dict(mode="instance", epochs=2, **TINY)
+    _, a = drive(Trainer(nuclei_pairs(data_dir), TrainConfig(**cfg), out=out_avg).run())
+    drive(Trainer(nuclei_pairs(data_dir), TrainConfig(weight_average=0, **cfg), out=out_raw).run())
+    wa = UNetModel.load(out_avg).network.state_dict()
+    wb = UNetModel.load(out_raw).network.state_dict()
+    assert any(not torch.allclose(wa[k].float(), wb[k].float()) for k in wa)
+    for k, v in a.model.network.state_dict().items():  # the returned model is the saved one
+        torch.testing.assert_close(v.float(), wa[k].float())
+    with pytest.raises(ConfigError, match="weight_average"):
+        TrainConfig(weight_average=1.0)

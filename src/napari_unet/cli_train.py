@@ -198,7 +198,7 @@ def _write_examples(model, samples, path) -> None:
     for s in samples:
         probs = predict_normalized(model, s.image, device)
         if model.config.mode == "instance":
-            pred = PostProcessing.from_json(model.postprocessing).apply(probs)
+            pred = PostProcessing.from_json(model.postprocessing, model.config.classes).apply(probs)
         else:
             pred = probs.argmax(0)
         truth = s.labels if model.config.mode == "instance" else np.clip(s.targets, 0, None)

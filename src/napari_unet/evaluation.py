@@ -90,7 +90,7 @@ def score_probabilities(model: UNetModel, samples: Iterable, probabilities: list
     """Validation metrics of predicted probabilities on prepared samples (integer labels,
     targets with -1 = unlabelled)."""
     scorer = Scorer(model, unlabelled_zero=False)
-    post = replace(PostProcessing.from_json(model.postprocessing), min_size=min_size)
+    post = replace(PostProcessing.from_json(model.postprocessing, model.config.classes), min_size=min_size)
     for s, probs in zip(samples, probabilities):
         if model.config.mode == "instance":
             scorer.add(s.labels, post.apply(probs))

@@ -129,10 +129,15 @@ class PostProcessing:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict | None) -> PostProcessing:
-        """From a model file's metadata (extra keys such as the tuning score are ignored)."""
+    def from_json(cls, data: dict | None, channels: int = 3) -> PostProcessing:
+        """From a model file's metadata (extra keys such as the tuning score are ignored).
+        Nothing tuned yet (during training): the defaults of the representation, h-maxima
+        seeds for distance targets (``channels`` 2)."""
         names = {"interior_threshold", "foreground_threshold", "min_size", "seed_dynamic"}
-        return cls(**{k: v for k, v in (data or {}).items() if k in names})
+        settings = {k: v for k, v in (data or {}).items() if k in names}
+        if not settings and channels == 2:
+            return cls(interior_threshold=0.4, foreground_threshold=0.5, min_size=15, seed_dynamic=0.1)
+        return cls(**settings)
 
 
 GRID = {

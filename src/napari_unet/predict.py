@@ -145,7 +145,7 @@ def predict(
         notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")
     if instance:
         yield TileProgress(done=0, total=planes.n, batch=0, message="separating objects")
-        post = PostProcessing.from_json(model.postprocessing)
+        post = PostProcessing.from_json(model.postprocessing, model.config.classes)
         if min_size is not None:
             post = replace(post, min_size=min_size)
         next_id = 1
@@ -229,7 +229,7 @@ def _predict_at_object_size(
     classes = model.config.classes
     probs = np.zeros((classes,) + planes.label_shape, np.float32 if probabilities else np.float16)
     labels = np.zeros(planes.label_shape, labels_dtype(model))
-    post = PostProcessing.from_json(model.postprocessing)
+    post = PostProcessing.from_json(model.postprocessing, model.config.classes)
     size = post.min_size if min_size is None else min_size
     post = replace(post, min_size=max(1, int(round(size / factor**2))))
     next_id = 1

@@ -121,7 +121,7 @@ def predict_region(model: UNetModel, request: PreviewRequest, device, max_side: 
     Returns (labels, region)."""
     probabilities, region = region_probabilities(model, request, device, max_side)
     if model.config.mode == "instance":
-        return PostProcessing.from_json(model.postprocessing).apply(probabilities), region
+        return PostProcessing.from_json(model.postprocessing, model.config.classes).apply(probabilities), region
     return decide(probabilities, semantic_threshold(model)).astype(np.uint16), region
 
 

@@ -76,6 +76,11 @@ class TrainConfig:
         limit, the decay follows the time, so a 20-minute run anneals by its end.
     optimizer : str
         ``adam`` or ``sgd`` (momentum 0.99, as in the paper).
+    weight_average : float
+        Validate and keep an exponential moving average of the weights (and batch-norm
+        statistics) with this decay per step (0 = the raw weights): the raw weights of a
+        small network trained at a high learning rate jump from step to step, their average
+        does not.
     val_fraction : float
         Fraction of images held out for validation (a region when there is one image).
     val_images : int
@@ -136,6 +141,7 @@ class TrainConfig:
     batch: int = 8
     lr: float = 2e-3
     optimizer: str = "adam"
+    weight_average: float = 0.999
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     val_images: int = 48
@@ -174,6 +180,8 @@ class TrainConfig:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.folds == 1 or self.folds < 0:
             raise ConfigError(f"folds must be 0 (hold-out validation) or >= 2, got {self.folds}")
+        if not 0 <= self.weight_average < 1:
+            raise ConfigError(f"weight_average must be in [0, 1) (0 = off), got {self.weight_average}")
         if not 0 < self.val_budget < 1:
             raise ConfigError(f"val_budget must be between 0 and 1, got {self.val_budget}")
         if self.val_images < 1:
@@ -536,6 +544,36 @@ def validation_subset(samples: list[Sample], n: int, crop: int | None = 256,
     return [chosen[i] for i in sorted(chosen)]
 
 
+class WeightAverage:
+    """Exponential moving average of a network's floating-point parameters and buffers
+    (Polyak averaging, as in ``torch.optim.swa_utils.AveragedModel(use_buffers=True)``), kept
+    beside the network and swapped into it for validation and saving.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so that a
+    short run is not dominated by its random start.
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.live = [t for t in (*network.parameters(), *network.buffers()) if t.is_floating_point()]
+        self.shadow = [t.detach().clone() for t in self.live]
+        self.updates = 0
+
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [t.detach() for t in self.live], 1 - d)
+
+    def swap(self) -> None:
+        """Exchange the averaged and the live values (call again to undo)."""
+        with torch.no_grad():
+            for live, shadow in zip(self.live, self.shadow):
+                tmp = live.detach().clone()
+                live.copy_(shadow)
+                shadow.copy_(tmp)
+
+
 class _Schedule:
     """Learning-rate factor: linear warm-up over the first 2 % of the run, then cosine decay
     to 1 %. Progress is the larger of steps done / planned steps and time used / time budget,
@@ -715,9 +753,14 @@ class _Fit:
         prefetch = ThreadPoolExecutor(max_workers=1)
         pending = prefetch.submit(sampler.batch, self.batch)
         epoch, record = 0, {"loss": float("nan")}
+        average = WeightAverage(network, config.weight_average) if config.weight_average else None
+        swapped = False  # whether the network holds the averaged weights now
         try:
             for epoch in range(1, config.epochs + 1):
                 self._epoch = epoch
+                if swapped:
+                    average.swap()  # back to the live weights to train on
+                    swapped = False
                 self._train_mode(network)
                 losses = []
                 epoch_start = clock()
@@ -725,6 +768,8 @@ class _Fit:
                     batch = pending.result()
                     pending = prefetch.submit(sampler.batch, self.batch)  # cut the next batch meanwhile
                     losses.append((yield from self._train_step(network, opt, scaler, batch, generator)))
+                    if average is not None:
+                        average.update()
                     elapsed = self._elapsed = clock() - start
                     step_seconds = (clock() - epoch_start) / step
                     schedule.update((epoch - 1) * steps + step, elapsed)
@@ -738,6 +783,9 @@ class _Fit:
                         # a time-limited run validates about 8 times, so that its best model
                         # is chosen among several (and the curve says something)
                         steps = max(step + 1, min(steps, int(limit / 8 / step_seconds)))
+                if average is not None:
+                    average.swap()  # validate, keep and show the averaged weights
+                    swapped = True
                 t0 = clock()
                 metrics = yield from self._validate(network, val_batches)
                 val_seconds = clock() - t0
