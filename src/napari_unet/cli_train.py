@@ -23,6 +23,7 @@ TRAIN_FLAGS = {
     "--patch": ("patch", int, "training patch (output pixels)"),
     "--batch": ("batch", int, "patches per step"),
     "--lr": ("lr", float, "learning rate"),
+    "--weight-average": ("weight_average", float, "decay of the moving average of the weights that is validated and kept (0 = off)"),
     "--optimizer": ("optimizer", str, "adam or sgd (momentum 0.99)"),
     "--val-fraction": ("val_fraction", float, "fraction of images held out for validation"),
     "--val-images": ("val_images", int, "validation images scored at each validation (a fixed subset)"),
