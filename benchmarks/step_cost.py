@@ -2,6 +2,8 @@
 
     python benchmarks/step_cost.py            # networks: forward + backward + Adam, random input
     python benchmarks/step_cost.py --data bench_data/dsb_train   # + patch sampling, augmentation
+    python benchmarks/step_cost.py --formats     # default network: float32/bf16 x contiguous/channels_last
+    python benchmarks/step_cost.py --inference   # prediction of 4 tiles in the same formats
 
 Prints seconds per step (mean of 4 after one warm-up) and output kilopixels per second.
 """
@@ -78,8 +80,66 @@ def pipeline(folder: str) -> None:
         print(kw, {k: round(v / n, 3) for k, v in times.items()}, "s per step", flush=True)
 
 
+def _formats():
+    for bf16 in (False, True):
+        for channels_last in (False, True):
+            yield bf16, channels_last
+
+
+def formats(n: int = 10) -> None:
+    """Training steps of the default network in each precision and memory format."""
+    from napari_unet.models import PaperUNet
+
+    for size, batch in ((128, 8), (256, 4)):
+        for bf16, channels_last in _formats():
+            torch.manual_seed(0)
+            net = PaperUNet(1, 2, 4, 16, True, padded=True)
+            x = torch.randn(batch, 1, size, size)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            net, x = net.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            opt = torch.optim.Adam(net.parameters(), 1e-3)
+            net.train()
+            for i in range(n + 2):
+                if i == 2:
+                    t = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = net(x)
+                loss = out.float().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            dt = (time.perf_counter() - t) / n
+            print(f"patch {size} batch {batch} bf16={bf16} channels_last={channels_last}: {dt:.3f} s/step", flush=True)
+
+
+def inference() -> None:
+    """Four 704x704 tiles (512 core + 96 halo) through the default network, inference mode."""
+    from napari_unet.models import PaperUNet
+
+    torch.manual_seed(0)
+    net = PaperUNet(1, 2, 4, 16, True, padded=True).eval()
+    x = torch.randn(4, 1, 704, 704)
+    for bf16, channels_last in _formats():
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        net, xx = net.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            net(xx[:1])
+            t = time.perf_counter()
+            net(xx)
+        print(f"4 tiles of 704x704, bf16={bf16} channels_last={channels_last}: {time.perf_counter() - t:.2f} s", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--data")
+    parser.add_argument("--formats", action="store_true")
+    parser.add_argument("--inference", action="store_true")
     args = parser.parse_args()
-    pipeline(args.data) if args.data else networks()
+    if args.formats:
+        formats()
+    elif args.inference:
+        inference()
+    elif args.data:
+        pipeline(args.data)
+    else:
+        networks()
