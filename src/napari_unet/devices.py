@@ -25,6 +25,8 @@ def describe_torch() -> str:
         parts.append(f"CUDA {torch.version.cuda} build, but no usable NVIDIA GPU/driver found")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         parts.append("Apple MPS available")
+    parts.append("CPU computes bfloat16 (CPU training in mixed precision)" if cpu_computes_bf16()
+                 else "CPU without native bfloat16 (CPU training in float32)")
     return "; ".join(parts)
 
 
@@ -119,7 +121,10 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def release_memory(device: torch.device | None = None) -> None:
-    """Give cached GPU memory back to the driver (after training, prediction or cancel)."""
+    """Give cached GPU memory back to the driver (after training, prediction or cancel).
+    Nothing to do for the CPU (a garbage collection per validation image costs time)."""
+    if device is not None and device.type == "cpu":
+        return
     gc.collect()
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         torch.cuda.empty_cache()
