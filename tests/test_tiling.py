@@ -92,8 +92,8 @@ def test_tiled_deviates_when_tiles_start_off_the_pooling_grid(paper_model, nucle
 def test_plan_rounds_tile_and_reports_it(paper_model):
     plan = plan_tiles((500, 500), paper_model.geometry, 100, 0)
     assert plan.core == (104, 104) and plan.rounded  # 100 / 8 = 12.5, halves round up
-    assert plan.halo == paper_model.geometry.valid_margin
-    assert plan.input[0] == paper_model.geometry.tile_input(104, plan.halo)
+    assert plan.halo == (paper_model.geometry.valid_margin,) * 2
+    assert plan.input[0] == paper_model.geometry.tile_input(104, plan.halo[0])
 
 
 def test_stack_is_predicted_plane_by_plane(paper_model, nuclei):

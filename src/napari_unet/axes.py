@@ -75,22 +75,33 @@ def guess_axes(shape: tuple[int, ...], in_channels: int) -> str:
 
 
 class Planes:
-    """An array seen as ``n`` planes of shape (channels, height, width), read lazily.
+    """An array seen as ``n`` planes (or volumes) of shape (channels, *spatial), read lazily.
 
-    Works with numpy arrays, memory maps and any array-like that supports basic slicing
-    (dask, zarr). Only the requested block is read.
+    ``spatial`` names the axes a network sees at once: ``YX`` (2D networks: every other axis,
+    Z and T included, is a loop over planes) or ``ZYX`` (3D networks: T is the loop). Works with
+    numpy arrays, memory maps and any array-like that supports basic slicing (dask, zarr).
+    Only the requested block is read.
     """
 
-    def __init__(self, array: Any, axes: str) -> None:
+    def __init__(self, array: Any, axes: str, spatial: str = "YX") -> None:
         self.array = array
         self.axes = normalize_axes(axes, tuple(array.shape))
+        if spatial not in ("YX", "ZYX"):
+            raise AxesError(f"spatial axes must be YX or ZYX, got {spatial!r}")
+        if spatial == "ZYX" and "Z" not in self.axes:
+            raise AxesError(
+                f"a 3D network needs a Z axis, but the image's axes are {self.axes!r}; pass --axes "
+                "(e.g. ZYX) or use a 2D model"
+            )
+        self.spatial = spatial
         shape = dict(zip(self.axes, array.shape))
-        self.other_axes = [a for a in self.axes if a not in "CYX"]
+        self.other_axes = [a for a in self.axes if a != "C" and a not in spatial]
         self.other_shape = tuple(shape[a] for a in self.other_axes)
         self.n = int(math.prod(self.other_shape))
         self.channels = shape.get("C", 1)
         self.height, self.width = shape["Y"], shape["X"]
-        if self.height < 1 or self.width < 1 or self.n < 1:
+        self.spatial_shape = tuple(shape[a] for a in spatial)
+        if min(self.spatial_shape) < 1 or self.n < 1:
             raise AxesError(f"the image is empty (shape {tuple(array.shape)})")
 
     @property
@@ -106,23 +117,28 @@ class Planes:
     def _plane_index(self, i: int) -> dict[str, int]:
         return dict(zip(self.other_axes, np.unravel_index(i, self.other_shape))) if self.other_axes else {}
 
-    def read(self, i: int, ys: slice, xs: slice) -> np.ndarray:
-        """Block (channels, h, w) of plane ``i``."""
+    def _index(self, i: int, slices: tuple[slice, ...], axes: str) -> tuple:
+        if len(slices) != len(self.spatial):
+            raise ValueError(f"{len(slices)} slices given for the spatial axes {self.spatial}")
         where = self._plane_index(i)
-        index = tuple(ys if a == "Y" else xs if a == "X" else slice(None) if a == "C" else int(where[a]) for a in self.axes)
-        block = np.asarray(self.array[index])
-        kept = [a for a in self.axes if a in "CYX"]
+        along = dict(zip(self.spatial, slices))
+        return tuple(along[a] if a in along else slice(None) if a == "C" else int(where[a]) for a in axes)
+
+    def read(self, i: int, *slices: slice) -> np.ndarray:
+        """Block (channels, *spatial) of plane ``i``: one slice per spatial axis."""
+        block = np.asarray(self.array[self._index(i, slices, self.axes)])
+        kept = [a for a in self.axes if a == "C" or a in self.spatial]
         if "C" not in kept:
             return block[None]
         return np.moveaxis(block, kept.index("C"), 0)
 
-    def label_index(self, i: int, ys: slice, xs: slice) -> tuple:
+    def label_index(self, i: int, *slices: slice) -> tuple:
         """Index into a labels array (``label_shape``) for a block of plane ``i``."""
-        where = self._plane_index(i)
-        return tuple(ys if a == "Y" else xs if a == "X" else int(where[a]) for a in self.label_axes)
+        return self._index(i, slices, self.label_axes)
 
     def describe(self) -> str:
+        what = "plane" if self.spatial == "YX" else "volume"
         return (
-            f"axes {self.axes}, {self.n} plane(s) of {self.height}x{self.width}, "
+            f"axes {self.axes}, {self.n} {what}(s) of {'x'.join(map(str, self.spatial_shape))}, "
             f"{self.channels} channel(s)"
         )

@@ -94,10 +94,13 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> c
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last where convolutions run faster with it: CUDA (tensor cores) and the CPU
-    (oneDNN; 2-3x for the default network, float32 or bf16, docs/benchmarks.md)."""
-    return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
+def memory_format(device: torch.device, spatial_dims: int = 2) -> torch.memory_format:
+    """channels_last (channels_last_3d for 3D networks) where convolutions run faster with
+    it: CUDA (tensor cores) and the CPU (oneDNN; 2-3x for the default 2D network, float32 or
+    bf16, docs/benchmarks.md)."""
+    if device.type not in ("cuda", "cpu"):
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 @contextlib.contextmanager

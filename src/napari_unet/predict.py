@@ -105,9 +105,9 @@ def predict(
     notes = []
     if plan.rounded and settings.tile:
         notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {model.geometry.step})")
-    if settings.halo is not None and plan.halo != settings.halo:
+    if settings.halo is not None and max(plan.halo) != settings.halo:
         notes.append(
-            f"halo {settings.halo} changed to {plan.halo}"
+            f"halo {settings.halo} changed to {max(plan.halo)}"
             + (" (fixed by the valid convolutions of unet-paper)" if not model.geometry.padded else "")
         )
     lo, hi = norm.percentiles(planes, model.normalization)

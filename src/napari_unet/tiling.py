@@ -17,6 +17,7 @@ correspondingly transformed network.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Generator
@@ -43,67 +44,83 @@ def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
     return np.where(idx >= n, period - idx, idx)
 
 
+def per_axis(value, ndim: int) -> tuple:
+    """A setting given once for all axes, or once per axis, as a tuple of ``ndim`` values."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != ndim:
+            raise ValueError(f"{len(value)} values given for {ndim} axes: {tuple(value)}")
+        return tuple(value)
+    return (value,) * ndim
+
+
 @dataclass(frozen=True)
 class TilePlan:
-    """Where the tiles of one plane go.
+    """Where the tiles of one plane (2D) or volume (3D) go, per spatial axis.
 
     ``core`` is the output size of a tile, ``halo`` the context on each side, ``input`` the
     size of the tile the network sees, ``offset`` where the core starts in the network output.
     """
 
-    shape: tuple[int, int]
-    core: tuple[int, int]
-    halo: int
-    input: tuple[int, int]
-    offset: int
-    requested_tile: int
+    shape: tuple[int, ...]
+    core: tuple[int, ...]
+    halo: tuple[int, ...]
+    input: tuple[int, ...]
+    offset: tuple[int, ...]
+    requested_tile: int | tuple[int, ...]
 
     @property
-    def origins(self) -> list[tuple[int, int]]:
-        return [
-            (y, x)
-            for y in range(0, self.shape[0], self.core[0])
-            for x in range(0, self.shape[1], self.core[1])
-        ]
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def origins(self) -> list[tuple[int, ...]]:
+        return list(itertools.product(*(range(0, n, c) for n, c in zip(self.shape, self.core))))
 
     @property
     def rounded(self) -> bool:
-        return max(self.core) != self.requested_tile
+        return max(self.core) != max(per_axis(self.requested_tile, self.ndim))
 
     def describe(self) -> str:
+        halo = self.halo[0] if len(set(self.halo)) == 1 else "x".join(map(str, self.halo))
         return (
-            f"tiles of {self.core[0]}x{self.core[1]} output pixels with a halo of {self.halo} px "
-            f"(network input {self.input[0]}x{self.input[1]}), {len(self.origins)} per plane"
+            f"tiles of {'x'.join(map(str, self.core))} output pixels with a halo of {halo} px "
+            f"(network input {'x'.join(map(str, self.input))}), {len(self.origins)} per "
+            f"{'plane' if self.ndim == 2 else 'volume'}"
         )
 
 
-def plan_tiles(shape: tuple[int, int], geometry: Geometry, tile: int, halo: int) -> TilePlan:
-    """Tile grid for an image of ``shape`` (height, width).
+def plan_tiles(
+    shape: tuple[int, ...], geometry: Geometry | tuple[Geometry, ...], tile: int | tuple[int, ...],
+    halo: int | tuple[int, ...],
+) -> TilePlan:
+    """Tile grid for an image of ``shape`` (height, width) or (depth, height, width).
 
+    ``geometry``, ``tile`` and ``halo`` are given once or per axis (anisotropic volumes).
     ``tile`` is rounded to the nearest multiple of the pooling step; a tile is shrunk (per
     axis) when the image is smaller, so small images cost one small tile.
     """
-    core = geometry.round_core(tile)
-    halo = geometry.round_halo(halo)
-    cores = tuple(min(core, math.ceil(n / geometry.step) * geometry.step) for n in shape)
-    inputs = tuple(geometry.tile_input(c, halo) for c in cores)
+    ndim = len(shape)
+    geometries = per_axis(geometry, ndim)
+    tiles, halos = per_axis(tile, ndim), per_axis(halo, ndim)
+    cores = tuple(min(g.round_core(t), math.ceil(n / g.step) * g.step) for g, t, n in zip(geometries, tiles, shape))
+    halos = tuple(g.round_halo(h) for g, h in zip(geometries, halos))
     return TilePlan(
         shape=tuple(shape),
         core=cores,
-        halo=halo,
-        input=inputs,
-        offset=halo - geometry.valid_margin,
+        halo=halos,
+        input=tuple(g.tile_input(c, h) for g, c, h in zip(geometries, cores, halos)),
+        offset=tuple(h - g.valid_margin for g, h in zip(geometries, halos)),
         requested_tile=tile,
     )
 
 
-def read_tile(planes: Planes, i: int, origin: tuple[int, int], plan: TilePlan) -> np.ndarray:
+def read_tile(planes: Planes, i: int, origin: tuple[int, ...], plan: TilePlan) -> np.ndarray:
     """The network input for the tile at ``origin``: (channels, *plan.input), mirror-extended."""
-    rows = reflect_indices(origin[0] - plan.halo, origin[0] - plan.halo + plan.input[0], planes.height)
-    cols = reflect_indices(origin[1] - plan.halo, origin[1] - plan.halo + plan.input[1], planes.width)
-    r0, c0 = int(rows.min()), int(cols.min())
-    block = planes.read(i, slice(r0, int(rows.max()) + 1), slice(c0, int(cols.max()) + 1))
-    return block[:, rows - r0][:, :, cols - c0]
+    index = [reflect_indices(o - h, o - h + n, size)
+             for o, h, n, size in zip(origin, plan.halo, plan.input, planes.spatial_shape)]
+    low = [int(ix.min()) for ix in index]
+    block = planes.read(i, *(slice(lo, int(ix.max()) + 1) for lo, ix in zip(low, index)))
+    return block[(slice(None),) + np.ix_(*(ix - lo for ix, lo in zip(index, low)))]
 
 
 def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
@@ -187,8 +204,8 @@ def predict_tiles(
     total = planes.n * len(origins)
     jobs = [(i, o) for i in range(planes.n) for o in origins]
     state = {"batch": max(1, int(batch)), "reduced": False}
-    fmt = memory_format(device)
-    channels_last = fmt == torch.channels_last
+    fmt = memory_format(device, plan.ndim)
+    channels_last = fmt != torch.contiguous_format
     network.eval()
     if channels_last:
         network.to(memory_format=fmt)
@@ -212,19 +229,18 @@ def predict_tiles(
                 tiles.append(norm.apply(block, lo, hi))
             x = torch.from_numpy(np.stack(tiles)).to(device)
             if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=fmt)
+            inner = (slice(None), slice(None)) + tuple(slice(o, o + c) for o, c in zip(plan.offset, plan.core))
             for a, b, probs in run_in_batches(forward, x, state):
-                core = probs[:, :, plan.offset : plan.offset + plan.core[0], plan.offset : plan.offset + plan.core[1]]
-                core = core.cpu().numpy()
-                for k, (i, (y, x0)) in enumerate(chunk[a:b]):
-                    h = min(plan.core[0], planes.height - y)
-                    w = min(plan.core[1], planes.width - x0)
-                    p = core[k, :, :h, :w]
-                    ys, xs = slice(y, y + h), slice(x0, x0 + w)
+                core = probs[inner].cpu().numpy()
+                for k, (i, origin) in enumerate(chunk[a:b]):
+                    sizes = [min(c, n - o) for c, n, o in zip(plan.core, plan.shape, origin)]
+                    p = core[(k, slice(None)) + tuple(slice(0, n) for n in sizes)]
+                    where = planes.label_index(i, *(slice(o, o + n) for o, n in zip(origin, sizes)))
                     if labels_out is not None:
-                        labels_out[planes.label_index(i, ys, xs)] = decide(p, threshold)
+                        labels_out[where] = decide(p, threshold)
                     if probabilities_out is not None:
-                        probabilities_out[(slice(None),) + planes.label_index(i, ys, xs)] = p
+                        probabilities_out[(slice(None),) + where] = p
                 done += b - a
                 yield TileProgress(done=done, total=total, batch=state["batch"])
             del x
