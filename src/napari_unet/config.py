@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES = ("unet", "unet-paper", "smp")
+ARCHITECTURES = ("unet", "unet-paper", "smp", "unet3d", "unet3d-paper")
 INSTANCE_TARGETS = ("distance", "3-class")
 MODES = ("semantic", "instance")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -40,8 +40,10 @@ class ModelConfig:
     ----------
     arch : str
         ``unet`` (the paper's layout with padded convolutions: fast to train, halo measured),
-        ``unet-paper`` (Ronneberger et al. 2015, valid convolutions, exact tiling) or ``smp``
-        (a segmentation-models-pytorch U-Net with a chosen encoder, padded convolutions).
+        ``unet-paper`` (Ronneberger et al. 2015, valid convolutions, exact tiling), ``smp``
+        (a segmentation-models-pytorch U-Net with a chosen encoder, padded convolutions), or
+        the volumetric ``unet3d-paper`` (Cicek et al. 2016: 3x3x3 valid convolutions, exact
+        tiling per axis) and ``unet3d`` (the same, padded).
     in_channels : int
         Number of image channels the network takes.
     classes : int
@@ -65,6 +67,9 @@ class ModelConfig:
         smp encoder name, e.g. ``resnet34`` or ``mobilenet_v2``.
     encoder_weights : str or None
         smp pretrained encoder weights (``imagenet``); None by default, never downloaded in tests.
+    z_pooling : int or None
+        3D networks: how many levels (the deepest) also pool along z; the others pool in-plane
+        only, for volumes whose z spacing is coarser than their pixels. None = every level.
     """
 
     arch: str = "unet-paper"
@@ -78,9 +83,16 @@ class ModelConfig:
     batch_norm: bool = False
     encoder: str = "resnet34"
     encoder_weights: str | None = None
+    z_pooling: int | None = None
 
     def __post_init__(self) -> None:
         _choice("architecture", self.arch, ARCHITECTURES)
+        if self.z_pooling is not None:
+            if self.dims != 3:
+                raise ConfigError(f"z_pooling is a setting of 3D networks (unet3d, unet3d-paper), not of {self.arch!r}")
+            if isinstance(self.z_pooling, bool) or not isinstance(self.z_pooling, int) \
+                    or not 0 <= self.z_pooling <= self.depth:
+                raise ConfigError(f"z_pooling must be an integer from 0 to depth ({self.depth}), got {self.z_pooling!r}")
         _choice("mode", self.mode, MODES)
         _positive("in_channels", self.in_channels)
         _positive("classes", self.classes, 2)
@@ -103,6 +115,11 @@ class ModelConfig:
             from .models import check_encoder  # local: keeps config importable without torch
 
             check_encoder(self.encoder)
+
+    @property
+    def dims(self) -> int:
+        """Spatial dimensions the network sees: 3 for the volumetric architectures, else 2."""
+        return 3 if self.arch.startswith("unet3d") else 2
 
     def instance_outputs(self) -> int:
         return 2 if self.instance_targets == "distance" else 3
@@ -151,10 +168,11 @@ class PredictConfig:
 
     Parameters
     ----------
-    tile : int or None
+    tile : int, tuple or None
         Size of the output core of a tile in pixels (the halo is added around it); None = the
-        model's default. Rounded to the nearest size the model can take.
-    halo : int or None
+        model's default. Rounded to the nearest size the model can take. 3D models: one
+        size for all axes, or (z, y, x).
+    halo : int, tuple or None
         Context added on each side of a tile; None = the model's default. Fixed by the
         architecture for ``unet-paper``.
     batch : int
@@ -174,8 +192,8 @@ class PredictConfig:
         None = no rescaling.
     """
 
-    tile: int | None = None
-    halo: int | None = None
+    tile: int | tuple[int, ...] | None = None
+    halo: int | tuple[int, ...] | None = None
     batch: int = 4
     device: str = "auto"
     mixed_precision: bool = True
@@ -190,10 +208,16 @@ class PredictConfig:
                     f"object size must be a diameter in pixels between 2 and 10000, or 'auto'; "
                     f"got {self.object_size!r}"
                 )
-        if self.tile is not None:
-            _positive("tile", self.tile)
-        if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
-            raise ConfigError(f"halo must be an integer >= 0, got {self.halo!r}")
+        if isinstance(self.tile, list):
+            object.__setattr__(self, "tile", tuple(self.tile))
+        if isinstance(self.halo, list):
+            object.__setattr__(self, "halo", tuple(self.halo))
+        for t in (self.tile if isinstance(self.tile, tuple) else (self.tile,)):
+            if t is not None:
+                _positive("tile", t)
+        for h in (self.halo if isinstance(self.halo, tuple) else (self.halo,)):
+            if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 0):
+                raise ConfigError(f"halo must be an integer >= 0, got {self.halo!r}")
         _positive("batch", self.batch)
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")

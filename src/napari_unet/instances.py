@@ -1,7 +1,8 @@
 """From a stitched 3-class probability map (background, interior, boundary) to instance ids.
 
 Post-processing runs on the whole stitched map, never per tile, so an object lying across a
-tile border is found once, whole.
+tile border is found once, whole. Everything works on planes (Y, X) and volumes (Z, Y, X)
+alike: a 3D model's volume is segmented in 3D, so an object keeps one id through z.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def segment(
 ) -> np.ndarray:
     """Seeded watershed and :func:`merge_enclosed`, before any size filter (ids not consecutive)."""
     p = np.asarray(probabilities, dtype=np.float32)
-    if p.ndim != 3 or p.shape[0] not in (2, 3):
-        raise ValueError(f"expected probabilities of shape (3, Y, X) or (2, Y, X), got {p.shape}")
+    if p.ndim not in (3, 4) or p.shape[0] not in (2, 3):
+        raise ValueError(f"expected probabilities of shape (3 or 2, [Z,] Y, X), got {p.shape}")
     if p.shape[0] == 3:
         height = p[INTERIOR]
         foreground = (1.0 - p[BACKGROUND]) > foreground_threshold

@@ -19,11 +19,12 @@ from torch import nn
 from . import __version__
 from .config import ModelConfig, Normalization, from_dict, to_dict
 from .io import open_temporary, output_error
-from .models import Geometry, build_network, measure_halo
+from .models import Geometry, axes_geometry, build_network, measure_halo
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
 DEFAULT_TILE = 256
+DEFAULT_TILE_3D = (64, 128, 128)  # z, y, x: about 1 M voxels per tile
 
 
 class ModelFileError(ValueError):
@@ -37,8 +38,8 @@ class UNetModel:
     config: ModelConfig
     network: nn.Module
     normalization: Normalization = field(default_factory=Normalization)
-    tile: int = DEFAULT_TILE
-    halo: int = 0
+    tile: int | tuple[int, ...] = DEFAULT_TILE  # per axis (z, y, x) for 3D models
+    halo: int | tuple[int, ...] = 0
     history: list[dict] = field(default_factory=list)
     training: dict = field(default_factory=dict)
     postprocessing: dict = field(default_factory=dict)
@@ -48,25 +49,35 @@ class UNetModel:
         cls,
         config: ModelConfig,
         normalization: Normalization | None = None,
-        tile: int = DEFAULT_TILE,
-        halo: int | None = None,
+        tile: int | tuple[int, ...] | None = None,
+        halo: int | tuple[int, ...] | None = None,
     ) -> UNetModel:
-        """A new, untrained model; the halo of padded networks is measured (see measure_halo)."""
+        """A new, untrained model; the halo of padded networks is measured (see measure_halo).
+        ``tile`` defaults to 256 (2D) or 64x128x128 (3D)."""
+        if tile is None:
+            tile = DEFAULT_TILE_3D if config.dims == 3 else DEFAULT_TILE
         network = build_network(config)
-        geometry: Geometry = network.geometry
+        geometry = network.geometry
         if halo is None:
-            halo = geometry.valid_margin if not geometry.padded else measure_halo(network, config.in_channels)
+            padded = all(g.padded for g in axes_geometry(geometry))
+            halo = measure_halo(network, config.in_channels) if padded else valid_margin(geometry)
+        tile, halo = round_tiling(geometry, tile, halo)
         return cls(
             config=config,
             network=network,
             normalization=normalization or Normalization(),
-            tile=geometry.round_core(tile),
-            halo=geometry.round_halo(halo),
+            tile=tile,
+            halo=halo,
         )
 
     @property
-    def geometry(self) -> Geometry:
+    def geometry(self) -> Geometry | tuple[Geometry, ...]:
+        """One Geometry (2D networks) or one per axis, (z, y, x) (3D networks)."""
         return self.network.geometry
+
+    @property
+    def dims(self) -> int:
+        return self.config.dims
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -75,8 +86,8 @@ class UNetModel:
             "package_version": __version__,
             "model": to_dict(self.config),
             "normalization": to_dict(self.normalization),
-            "tile": self.tile,
-            "halo": self.halo,
+            "tile": list(self.tile) if isinstance(self.tile, tuple) else self.tile,
+            "halo": list(self.halo) if isinstance(self.halo, tuple) else self.halo,
             "history": self.history,
             "training": self.training,
             "postprocessing": self.postprocessing,
@@ -111,7 +122,7 @@ class UNetModel:
             raise ModelFileError(f"{path}: the model settings in this file are invalid: {err}") from None
         config = replace(config, encoder_weights=None)
         _check_size(path, config)
-        tile, halo = _tiling(path, meta)
+        tile, halo = _tiling(path, meta, config.dims)
         extras = _extras(path, meta)
         network = build_network(config)
         missing, unexpected = [], []
@@ -133,7 +144,7 @@ class UNetModel:
             network=network,
             normalization=normalization,
             tile=tile,
-            halo=network.geometry.valid_margin if halo is None else halo,
+            halo=valid_margin(network.geometry) if halo is None else halo,
             **extras,
         )
 
@@ -145,14 +156,16 @@ MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights
 
 
 def paper_parameters(config: ModelConfig) -> int:
-    """Number of weights of a ``unet``/``unet-paper`` network, computed without building it."""
+    """Number of weights of a ``unet``/``unet-paper`` network (2D or 3D), computed without
+    building it (an upper bound for 3D up-convolutions that do not pool z)."""
     widths = [config.base_width * 2**i for i in range(config.depth + 1)]
+    k, up = (27, 8) if config.dims == 3 else (9, 4)
     total, cin = 0, config.in_channels
     for w in widths:  # contracting path and bottom: two 3x3 convolutions per level
-        total += 9 * cin * w + 9 * w * w
+        total += k * cin * w + k * w * w
         cin = w
     for low, w in zip(widths[:0:-1], widths[-2::-1]):  # up-convolution, two 3x3 convolutions
-        total += 4 * low * w + 9 * 2 * w * w + 9 * w * w
+        total += up * low * w + k * 2 * w * w + k * w * w
     return total + widths[0] * config.classes
 
 
@@ -162,7 +175,7 @@ def _check_size(path: Path, config: ModelConfig) -> None:
         if value > LIMITS[name]:
             raise ModelFileError(f"{path}: {name} {value} is beyond any usable network (at most {LIMITS[name]}); "
                                  "the file is damaged or not made by napari-unet")
-    if config.arch in ("unet", "unet-paper") and paper_parameters(config) > MAX_PARAMETERS:
+    if config.arch in ("unet", "unet-paper", "unet3d", "unet3d-paper") and paper_parameters(config) > MAX_PARAMETERS:
         raise ModelFileError(
             f"{path}: depth {config.depth} with base width {config.base_width} means "
             f"{paper_parameters(config):,} weights (at most {MAX_PARAMETERS:,}); the file is damaged"
@@ -175,11 +188,37 @@ def _integer(path: Path, name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _tiling(path: Path, meta: dict) -> tuple[int, int | None]:
-    """Default tile (>= 1) and halo (>= 0; None = the network's valid margin) of a file."""
-    tile = _integer(path, "tile", meta.get("tile", DEFAULT_TILE), 1)
+def _tiling(path: Path, meta: dict, dims: int = 2) -> tuple:
+    """Default tile (>= 1) and halo (>= 0; None = the network's valid margin) of a file: one
+    integer each (2D), or one per axis (z, y, x) for 3D models."""
+    def read(name: str, value: Any, minimum: int):
+        if dims == 3:
+            if not isinstance(value, list) or len(value) != 3:
+                raise ModelFileError(f"{path}: {name} of a 3D model must be a list of 3 integers (z, y, x), got {value!r}")
+            return tuple(_integer(path, name, v, minimum) for v in value)
+        return _integer(path, name, value, minimum)
+
+    tile = meta.get("tile", DEFAULT_TILE if dims == 2 else list(DEFAULT_TILE_3D))
     halo = meta.get("halo")
-    return tile, None if halo is None else _integer(path, "halo", halo, 0)
+    return read("tile", tile, 1), None if halo is None else read("halo", halo, 0)
+
+
+def valid_margin(geometry: Geometry | tuple[Geometry, ...]) -> int | tuple[int, ...]:
+    """The halo a network's valid convolutions fix (0 for padded ones), in its tiling's form."""
+    if isinstance(geometry, tuple):
+        return tuple(g.valid_margin for g in geometry)
+    return geometry.valid_margin
+
+
+def round_tiling(geometry, tile, halo) -> tuple:
+    """Tile and halo rounded to what the network takes, per axis for 3D networks."""
+    if isinstance(geometry, tuple):
+        n = len(geometry)
+        tiles = tile if isinstance(tile, (tuple, list)) else (tile,) * n
+        halos = halo if isinstance(halo, (tuple, list)) else (halo,) * n
+        return (tuple(g.round_core(t) for g, t in zip(geometry, tiles)),
+                tuple(g.round_halo(h) for g, h in zip(geometry, halos)))
+    return geometry.round_core(tile), geometry.round_halo(halo)
 
 
 def _extras(path: Path, meta: dict) -> dict:

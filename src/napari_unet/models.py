@@ -86,32 +86,52 @@ class Geometry:
         return self.min_input + k * self.step
 
 
-def paper_geometry(depth: int) -> Geometry:
-    """Exact geometry of the paper U-Net with ``depth`` poolings (depth 4: 188 + 16k -> -184)."""
-    # Walk back from the smallest positive bottleneck output; every size along the way is even
-    # before each pooling, which is what makes the input valid.
+def paper_geometry(depth: int, factors: tuple[int, ...] | None = None) -> Geometry:
+    """Exact geometry along one axis of the paper U-Net with ``depth`` poolings (depth 4:
+    188 + 16k -> -184). ``factors``: the pooling factor of each level along this axis (2, or
+    1 for a level that does not pool it: anisotropic volumes); all 2 by default."""
+    factors = tuple(factors) if factors is not None else (2,) * depth
+
+    # Walk back from the smallest positive bottleneck output; every size along the way is
+    # divisible by the level's factor before each pooling, which is what makes the input valid.
     def out_size(n: int) -> int | None:
-        for _ in range(depth):
+        for f in factors:
             n -= 4
-            if n <= 0 or n % 2:
+            if n <= 0 or n % f:
                 return None
-            n //= 2
+            n //= f
         n -= 4
         if n <= 0:
             return None
-        for _ in range(depth):
-            n = 2 * n - 4
+        for f in reversed(factors):
+            n = f * n - 4
         return n if n > 0 else None
 
     n = 1
     while out_size(n) is None:
         n += 1
-    return Geometry(step=2**depth, valid_margin=(n - out_size(n)) // 2, min_input=n)
+    return Geometry(step=math.prod(factors), valid_margin=(n - out_size(n)) // 2, min_input=n)
 
 
-def padded_geometry(depth: int) -> Geometry:
-    """Padded U-Net with ``depth`` poolings: any multiple of 2**depth, output = input."""
-    return Geometry(step=2**depth, valid_margin=0, min_input=2**depth)
+def padded_geometry(depth: int, factors: tuple[int, ...] | None = None) -> Geometry:
+    """Padded U-Net with ``depth`` poolings: any multiple of the total pooling factor, output
+    = input."""
+    step = math.prod(factors) if factors is not None else 2**depth
+    return Geometry(step=step, valid_margin=0, min_input=step)
+
+
+def pooling_factors(depth: int, dims: int, z_pooling: int | None) -> list[tuple[int, ...]]:
+    """Pooling kernel of each level, per spatial axis: 2 everywhere in 2D; in 3D the z factor
+    is 1 on the first ``depth - z_pooling`` levels (coarse z: pool it only deeper down)."""
+    if dims == 2:
+        return [(2, 2)] * depth
+    zp = depth if z_pooling is None else z_pooling
+    return [(1 if level < depth - zp else 2, 2, 2) for level in range(depth)]
+
+
+def axes_geometry(geometry: Geometry | tuple[Geometry, ...]) -> tuple[Geometry, ...]:
+    """A network's geometry per spatial axis: (y, x) for 2D networks, (z, y, x) for 3D ones."""
+    return tuple(geometry) if isinstance(geometry, tuple) else (geometry, geometry)
 
 
 def smp_geometry() -> Geometry:
@@ -123,30 +143,39 @@ def smp_geometry() -> Geometry:
 # The paper's U-Net
 
 
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_UP = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
 class _DoubleConv(nn.Sequential):
-    def __init__(self, cin: int, cout: int, batch_norm: bool, padding: int = 0) -> None:
+    def __init__(self, cin: int, cout: int, batch_norm: bool, padding: int = 0, dims: int = 2) -> None:
         layers: list[nn.Module] = []
         for c in (cin, cout):
-            layers.append(nn.Conv2d(c, cout, 3, padding=padding, bias=not batch_norm))
+            layers.append(_CONV[dims](c, cout, 3, padding=padding, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(cout))
+                layers.append(_NORM[dims](cout))
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
 
 
-def _center_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    dy = (x.shape[-2] - height) // 2
-    dx = (x.shape[-1] - width) // 2
-    return x[..., dy : dy + height, dx : dx + width]
+def _center_crop(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The centre of ``x`` with the spatial ``shape`` (the last len(shape) axes)."""
+    index = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape):], shape))
+    return x[(Ellipsis,) + index]
 
 
 class PaperUNet(nn.Module):
-    """U-Net of Ronneberger et al. (2015).
+    """U-Net of Ronneberger et al. (2015), and its 3D form of Cicek et al. (2016).
 
-    Per level two unpadded 3x3 convolutions with ReLU, 2x2 max-pooling; on the way up a 2x2
-    up-convolution halving the channels, the skip connection cropped and concatenated, two
-    unpadded 3x3 convolutions; a final 1x1 convolution to ``classes`` channels. With
-    ``padded=True`` the convolutions are zero-padded (``unet``): nothing is cropped.
+    Per level two unpadded 3x3 (3x3x3) convolutions with ReLU, 2x2 (2x2x2) max-pooling; on the
+    way up a 2x2 up-convolution halving the channels, the skip connection cropped and
+    concatenated, two unpadded convolutions; a final 1x1 convolution to ``classes`` channels.
+    With ``padded=True`` the convolutions are zero-padded (``unet``, ``unet3d``): nothing is
+    cropped. ``dims=3`` builds the volumetric network; ``z_pooling`` levels (the deepest ones)
+    also pool along z, the others pool in-plane only (anisotropic voxels).
+
+    ``geometry`` is one :class:`Geometry` for 2D networks and a (z, y, x) tuple for 3D ones.
     """
 
     def __init__(
@@ -157,32 +186,41 @@ class PaperUNet(nn.Module):
         base_width: int = 64,
         batch_norm: bool = False,
         padded: bool = False,
+        dims: int = 2,
+        z_pooling: int | None = None,
     ) -> None:
         super().__init__()
+        if dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {dims}")
+        self.dims = dims
         widths = [base_width * 2**i for i in range(depth + 1)]
         pad = int(padded)
+        factors = pooling_factors(depth, dims, z_pooling)
         self.down = nn.ModuleList()
         cin = in_channels
         for w in widths[:-1]:
-            self.down.append(_DoubleConv(cin, w, batch_norm, pad))
+            self.down.append(_DoubleConv(cin, w, batch_norm, pad, dims))
             cin = w
-        self.pool = nn.MaxPool2d(2)
-        self.bottom = _DoubleConv(widths[-2], widths[-1], batch_norm, pad)
+        pool = nn.MaxPool2d if dims == 2 else nn.MaxPool3d
+        self.pools = nn.ModuleList([pool(f) for f in factors])  # no weights: file keys unchanged
+        self.bottom = _DoubleConv(widths[-2], widths[-1], batch_norm, pad, dims)
         self.up = nn.ModuleList()
         self.up_conv = nn.ModuleList()
-        for w_low, w in zip(widths[:0:-1], widths[-2::-1]):
-            self.up.append(nn.ConvTranspose2d(w_low, w, 2, stride=2))
-            self.up_conv.append(_DoubleConv(2 * w, w, batch_norm, pad))
-        self.head = nn.Conv2d(widths[0], classes, 1)
-        self.geometry = padded_geometry(depth) if padded else paper_geometry(depth)
+        for f, w_low, w in zip(reversed(factors), widths[:0:-1], widths[-2::-1]):
+            self.up.append(_UP[dims](w_low, w, f, stride=f))
+            self.up_conv.append(_DoubleConv(2 * w, w, batch_norm, pad, dims))
+        self.head = _CONV[dims](widths[0], classes, 1)
+        make = padded_geometry if padded else paper_geometry
+        per_axis = tuple(make(depth, tuple(f[a] for f in factors)) for a in range(dims))
+        self.geometry = per_axis[0] if dims == 2 else per_axis
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """The paper's initialisation: Gaussian with std sqrt(2/N), N = incoming connections."""
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-            elif isinstance(m, nn.ConvTranspose2d):
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                fan_in = m.in_channels * math.prod(m.kernel_size)
+            elif isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
                 # stride == kernel: each output pixel receives one input pixel per channel
                 fan_in = m.in_channels
             else:
@@ -193,14 +231,14 @@ class PaperUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
-        for block in self.down:
+        for block, pool in zip(self.down, self.pools):
             x = block(x)
             skips.append(x)
-            x = self.pool(x)
+            x = pool(x)
         x = self.bottom(x)
         for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
             x = up(x)
-            x = conv(torch.cat([_center_crop(skip, x.shape[-2], x.shape[-1]), x], dim=1))
+            x = conv(torch.cat([_center_crop(skip, tuple(x.shape[2:])), x], dim=1))
         return self.head(x)
 
 
@@ -281,10 +319,10 @@ class SmpUNet(nn.Module):
 
 def build_network(config: ModelConfig) -> nn.Module:
     """The one factory: a fresh network for ``config``."""
-    if config.arch in ("unet-paper", "unet"):
+    if config.arch in ("unet-paper", "unet", "unet3d-paper", "unet3d"):
         return PaperUNet(
             config.in_channels, config.classes, config.depth, config.base_width, config.batch_norm,
-            padded=config.arch == "unet",
+            padded=config.arch in ("unet", "unet3d"), dims=config.dims, z_pooling=config.z_pooling,
         )
     return SmpUNet(config)
 
@@ -293,7 +331,7 @@ def replace_head(network: nn.Module, classes: int) -> None:
     """Give ``network`` a new, freshly initialised output layer with ``classes`` channels."""
     if isinstance(network, PaperUNet):
         old = network.head
-        network.head = nn.Conv2d(old.in_channels, classes, 1)
+        network.head = _CONV[network.dims](old.in_channels, classes, 1)
         nn.init.normal_(network.head.weight, 0.0, math.sqrt(2.0 / old.in_channels))
         nn.init.zeros_(network.head.bias)
     else:
@@ -321,31 +359,43 @@ def encoder_parameters(network: nn.Module):
 
 def measure_halo(
     network: nn.Module, in_channels: int, size: int = 256, mass: float = 0.99, seed: int = 0
-) -> int:
+) -> int | tuple[int, ...]:
     """Effective receptive field radius of a padded network, rounded to a valid halo.
 
     The gradient of the centre output pixel (summed over classes) with respect to a random
     input is taken; the halo is the smallest radius r such that the square of half-width r
     around the centre holds ``mass`` of the absolute gradient. Pixels farther away still have
     some influence, which is why prediction differences are measured in the benchmarks.
+    3D networks (a cube of at most 96 voxels a side): one radius per axis, each holding
+    ``mass`` of the gradient along that axis.
     """
-    geometry: Geometry = network.geometry
+    dims = getattr(network, "dims", 2)
+    geometries = network.geometry if dims == 3 else (network.geometry,) * 2
+    if dims == 3:
+        size = min(size, 96)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(1, in_channels, size, size, generator=gen, requires_grad=True)
+    x = torch.randn(1, in_channels, *(size,) * dims, generator=gen, requires_grad=True)
     was_training = network.training
     network.eval()
+    c = size // 2
     try:
         with torch.enable_grad():
             out = network(x)
-            c = size // 2
-            out[0, :, c, c].sum().backward()
+            out[(0, slice(None)) + (c,) * dims].sum().backward()
     finally:
         network.train(was_training)
     grad = x.grad.abs().sum(dim=(0, 1))
     total = float(grad.sum())
+    if dims == 3:
+        radii = []
+        for axis, g in enumerate(geometries):
+            profile = grad.sum(dim=tuple(a for a in range(3) if a != axis))
+            r = next((r for r in range(c) if total == 0 or float(profile[c - r : c + r + 1].sum()) >= mass * total), c)
+            radii.append(g.round_halo(r if total else g.step))
+        return tuple(radii)
+    geometry = geometries[0]
     if total == 0:
         return geometry.round_halo(geometry.step)
-    c = size // 2
     for r in range(c):
         if float(grad[c - r : c + r + 1, c - r : c + r + 1].sum()) >= mass * total:
             return geometry.round_halo(r)

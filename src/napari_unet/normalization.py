@@ -32,10 +32,10 @@ def check_finite(block: np.ndarray, what: str = "the image") -> None:
 
 def _sample(planes: Planes) -> np.ndarray:
     """(channels, k) pixel values: every pixel, or a regular grid of about EXACT_LIMIT."""
-    total = planes.n * planes.height * planes.width
-    stride = max(1, int(np.ceil(np.sqrt(total / EXACT_LIMIT))))
-    ys, xs = slice(None, None, stride), slice(None, None, stride)
-    blocks = [planes.read(i, ys, xs).reshape(planes.channels, -1) for i in range(planes.n)]
+    total = planes.n * int(np.prod(planes.spatial_shape))
+    stride = max(1, int(np.ceil(np.sqrt(total / EXACT_LIMIT))))  # in Y and X; every z plane
+    slices = tuple(slice(None, None, stride) if a in "YX" else slice(None) for a in planes.spatial)
+    blocks = [planes.read(i, *slices).reshape(planes.channels, -1) for i in range(planes.n)]
     return np.concatenate(blocks, axis=1)
 
 

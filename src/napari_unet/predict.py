@@ -20,7 +20,8 @@ from .config import PredictConfig
 from .devices import release_memory, resolve_device
 from .instances import PostProcessing
 from .modelfile import UNetModel
-from .tiling import TilePlan, TileProgress, plan_tiles, predict_tiles
+from .models import axes_geometry
+from .tiling import TilePlan, TileProgress, per_axis, plan_tiles, predict_tiles
 
 @dataclass
 class Prediction:
@@ -36,10 +37,11 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
 
-def image_planes(image: Any, axes: str | None, in_channels: int) -> Planes:
-    """The image seen as planes; checks the channel count against the model."""
+def image_planes(image: Any, axes: str | None, in_channels: int, dims: int = 2) -> Planes:
+    """The image seen as planes (2D models) or volumes (3D models, ``dims=3``); checks the
+    channel count against the model."""
     axes = axes or guess_axes(tuple(image.shape), in_channels)
-    planes = Planes(image, axes)
+    planes = Planes(image, axes, "ZYX" if dims == 3 else "YX")
     if planes.channels != in_channels:
         raise AxesError(
             f"the image has {planes.channels} channel(s) ({planes.describe()}) but the model "
@@ -94,21 +96,22 @@ def predict(
         tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
-    if settings.object_size is not None and model.config.mode == "instance":
+    if settings.object_size is not None and model.config.mode == "instance" and model.dims == 2:
         return (yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size))
     start = time.perf_counter()
-    planes = image_planes(image, axes, model.config.in_channels)
+    planes = image_planes(image, axes, model.config.in_channels, model.dims)
     device = resolve_device(settings.device)
     tile = settings.tile or model.tile
     halo = model.halo if settings.halo is None else settings.halo
-    plan = plan_tiles((planes.height, planes.width), model.geometry, tile, halo)
+    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
     notes = []
     if plan.rounded and settings.tile:
-        notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {model.geometry.step})")
-    if settings.halo is not None and max(plan.halo) != settings.halo:
+        notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {axes_geometry(model.geometry)[-1].step})")
+    if settings.halo is not None and plan.halo != per_axis(settings.halo, plan.ndim):
+        shown = plan.halo[0] if len(set(plan.halo)) == 1 else "x".join(map(str, plan.halo))
         notes.append(
-            f"halo {settings.halo} changed to {max(plan.halo)}"
-            + (" (fixed by the valid convolutions of unet-paper)" if not model.geometry.padded else "")
+            f"halo {settings.halo} changed to {shown}"
+            + (" (fixed by the valid convolutions of unet-paper)" if not axes_geometry(model.geometry)[-1].padded else "")
         )
     lo, hi = norm.percentiles(planes, model.normalization)
     instance = model.config.mode == "instance"
@@ -150,7 +153,7 @@ def predict(
             post = replace(post, min_size=min_size)
         next_id = 1
         for i in range(planes.n):
-            full = (slice(None), slice(None))
+            full = (slice(None),) * len(planes.spatial)
             where = planes.label_index(i, *full)
             plane_labels = post.apply(probabilities_out[(slice(None),) + where], first_id=next_id)
             labels_out[where] = plane_labels
