@@ -110,3 +110,23 @@ def test_3d_instances_keep_one_id_through_z(data_dir):
         t = t_ids[i]
         ids = np.unique(out[labels == t])
         assert (np.bincount(out[labels == t]).argmax() > 0) and len(ids[ids > 0]) == 1
+
+
+def test_cli_init_and_predict_a_volume(tmp_path, isbi_stack, capsys):
+    """Headless: a 3D model from `init`, a ZYX TIFF in, a ZYX labels TIFF out; tile given as
+    Z,Y,X; a malformed tile is a one-line error."""
+    from napari_unet.cli import main
+
+    model = tmp_path / "m3d.safetensors"
+    assert main(["init", "--arch", "unet3d-paper", "--depth", "2", "--base-width", "4", "--z-pooling", "1",
+                 "--tile", "4,16,16", "--out", str(model)]) == 0
+    assert UNetModel.load(model).tile == (4, 16, 16)
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, isbi_stack[0][:, :40, :40])
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(src), "--out", str(out), "--axes", "ZYX", "--tile", "6,24,24",
+                 "--device", "cpu", "--quiet"]) == 0
+    labels = tifffile.imread(out / "stack.tif")
+    assert labels.shape == (10, 40, 40)
+    assert main(["predict", str(model), str(src), "--out", str(out), "--tile", "6,24", "--quiet"]) != 0
+    assert "three (Z,Y,X)" in capsys.readouterr().err

@@ -46,8 +46,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         base_width=args.base_width,
         batch_norm=args.batch_norm,
         encoder=args.encoder,
+        z_pooling=args.z_pooling,
     )
-    model = UNetModel.create(config, tile=args.tile)
+    model = UNetModel.create(config, tile=None if args.tile is None else _int_arg("--tile", args.tile))
     out = model.save(args.out)
     print(
         f"wrote untrained {config.arch} model to {out} "
@@ -87,8 +88,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import image_planes, labels_dtype, predict
 
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
+    tile = None if args.tile is None else _int_arg("--tile", args.tile)
     settings = PredictConfig(
-        tile=args.tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
+        tile=tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
         tta=args.tta, object_size=object_size_arg(args.object_size),
     )
     model = UNetModel.load(args.model)
@@ -100,7 +102,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, labels_path, prob_path in jobs:
         image = read_image(src)
-        planes = image_planes(image, args.axes, model.config.in_channels)
+        planes = image_planes(image, args.axes, model.config.in_channels, model.dims)
         gen_kwargs = {}
         size = read_pixel_size(src)  # the input's calibration goes to the outputs
         with tiff_memmap(labels_path, planes.label_shape, labels_dtype(model), planes.label_axes, size) as labels_out:
@@ -158,11 +160,15 @@ def object_size_arg(value: str | None) -> float | str | None:
         raise CliError(f"--object-size must be a diameter in pixels or 'auto', got {value!r}") from None
 
 
-def _int_arg(name: str, value: str) -> int:
+def _int_arg(name: str, value: str) -> int | tuple[int, ...]:
+    """An integer, or one per axis separated by commas (3D models: Z,Y,X)."""
     try:
-        return int(value)
+        parts = [int(v) for v in str(value).split(",")]
     except ValueError:
-        raise CliError(f"{name} must be an integer or 'auto', got {value!r}") from None
+        raise CliError(f"{name} must be an integer (or Z,Y,X for 3D models) or 'auto', got {value!r}") from None
+    if len(parts) not in (1, 3):
+        raise CliError(f"{name} takes one integer, or three (Z,Y,X) for 3D models; got {value!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="write an untrained model file")
     p.add_argument("--arch", default="unet-paper",
-                   help="unet (padded), unet-paper (valid convolutions, exact tiling) or smp (default unet-paper)")
+                   help="unet (padded), unet-paper (valid convolutions, exact tiling), smp, or the 3D "
+                        "unet3d-paper (Cicek et al. 2016, valid) and unet3d (padded) (default unet-paper)")
+    p.add_argument("--z-pooling", type=int, default=None,
+                   help="3D networks: levels (the deepest) that also pool along z (default: all)")
     p.add_argument("--encoder", default="resnet34", help="smp encoder name (default resnet34)")
     p.add_argument("--in-channels", type=int, default=1, help="image channels (default 1)")
     p.add_argument("--classes", type=int, default=2, help="output classes (default 2)")
@@ -213,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=4, help="unet-paper poolings (default 4)")
     p.add_argument("--base-width", type=int, default=64, help="unet-paper first-level channels (default 64)")
     p.add_argument("--batch-norm", action="store_true", help="unet-paper: batch normalisation")
-    p.add_argument("--tile", type=int, default=256, help="default tile core size stored in the model")
+    p.add_argument("--tile", default=None, help="default tile core stored in the model: N, or Z,Y,X for 3D "
+                                                "(default 256; 64,128,128 for 3D)")
     p.add_argument("--out", required=True, help="model file to write")
     p.set_defaults(func=cmd_init)
 
@@ -221,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model file")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF files or folders of TIFFs")
     p.add_argument("--out", required=True, help="output folder (labels as <name>.tif)")
-    p.add_argument("--tile", type=int, help="output core of a tile in pixels (default: the model's)")
+    p.add_argument("--tile", help="output core of a tile in pixels, or Z,Y,X for 3D models (default: the model's)")
     p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")

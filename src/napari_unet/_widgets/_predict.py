@@ -209,7 +209,7 @@ class PredictWidget(Container):
                                      batch=int(self.batch.value), device=self.device.value,
                                      tta=bool(self.tta.value),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value)
-            image_planes(layer.data, axes, model.config.in_channels)  # axes and channels, cheaply
+            image_planes(layer.data, axes, model.config.in_channels, model.dims)  # axes and channels, cheaply
             gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:
             self.status.value = f"Cannot predict: {err}"
