@@ -68,17 +68,31 @@ def elastic_field(
 
     ``zoom`` (batch,) magnifies the content about the patch centre (2 = objects twice as large).
     """
-    coarse = (torch.randn(batch, 2, grid, grid, generator=generator) * sigma).to(device)
-    dense = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
-    ys = torch.linspace(-1, 1, height, device=device)
-    xs = torch.linspace(-1, 1, width, device=device)
-    base_y, base_x = torch.meshgrid(ys, xs, indexing="ij")
+    return deformation_grid(batch, (height, width), sigma, grid, generator, device, zoom)
+
+
+def deformation_grid(
+    batch: int, shape: tuple[int, ...], sigma: float, grid: int, generator: torch.Generator, device,
+    zoom: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`elastic_field` for 2D (H, W) or 3D (D, H, W) patches: random displacements of
+    ``sigma`` pixels on a coarse ``grid`` per axis (the 3D U-Net paper's 3D grid),
+    interpolated smoothly; grid (batch, *shape, ndim), last axis in grid_sample's (x, y[, z])
+    order. A 3D volume is zoomed in-plane only (z spacing is the microscope's)."""
+    ndim = len(shape)
+    coarse = (torch.randn(batch, ndim, *(grid,) * ndim, generator=generator) * sigma).to(device)
+    mode = "bicubic" if ndim == 2 else "trilinear"
+    dense = F.interpolate(coarse, size=tuple(shape), mode=mode, align_corners=True)
+    axes = [torch.linspace(-1, 1, n, device=device) for n in shape]
+    base = torch.meshgrid(*axes, indexing="ij")  # (z,) y, x
     if zoom is None:
         zoom = torch.ones(batch)
-    shrink = (1 / zoom.to(device))[:, None, None]
-    gx = base_x * shrink + dense[:, 1] * 2 / max(width - 1, 1)
-    gy = base_y * shrink + dense[:, 0] * 2 / max(height - 1, 1)
-    return torch.stack([gx, gy], dim=-1)
+    shrink = (1 / zoom.to(device)).view(batch, *(1,) * ndim)
+    coords = []
+    for a, n in enumerate(shape):  # grid_sample wants x first
+        scaled = base[a] * shrink if (ndim == 2 or a > 0) else base[a].expand(batch, *shape)
+        coords.append(scaled + dense[:, a] * 2 / max(n - 1, 1))
+    return torch.stack(coords[::-1], dim=-1)
 
 
 def augment(
@@ -88,12 +102,21 @@ def augment(
     settings: Augmentation,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Augment a batch: image (B, C, H, W) float, targets (B, H, W) long, maps (B, K, H, W)
-    float (loss weights, distance targets) that move with the targets.
+    """Augment a batch: image (B, C, [D,] H, W) float, targets (B, [D,] H, W) long, maps
+    (B, K, [D,] H, W) float (loss weights, distance targets) that move with the targets.
 
+    Volumes (3D patches) are flipped along every axis and rotated in the YX plane only.
     Random numbers come from ``generator`` (CPU), so runs are reproducible with a seed.
     """
-    b, _, h, w = image.shape
+    b = image.shape[0]
+    shape = tuple(image.shape[2:])
+    ndim = len(shape)
+    h, w = shape[-2:]
+    if settings.flips and ndim == 3:
+        fz = torch.randint(0, 2, (b,), generator=generator).tolist()
+        image = torch.stack([image[i].flip(-3) if fz[i] else image[i] for i in range(b)])
+        targets = torch.stack([targets[i].flip(-3) if fz[i] else targets[i] for i in range(b)])
+        maps = torch.stack([maps[i].flip(-3) if fz[i] else maps[i] for i in range(b)])
     if settings.flips and h == w:
         ks = torch.randint(0, 4, (b,), generator=generator).tolist()
         fs = torch.randint(0, 2, (b,), generator=generator).tolist()
@@ -101,34 +124,36 @@ def augment(
         targets = torch.stack([_dihedral(targets[i], ks[i], bool(fs[i])) for i in range(b)])
         maps = torch.stack([_dihedral(maps[i], ks[i], bool(fs[i])) for i in range(b)])
     elif settings.flips:
+        view = (b,) + (1,) * (ndim + 1)
         fy = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
         fx = torch.randint(0, 2, (b,), generator=generator).bool().to(image.device)
-        image = torch.where(fy[:, None, None, None], image.flip(-2), image)
-        image = torch.where(fx[:, None, None, None], image.flip(-1), image)
-        targets = torch.where(fy[:, None, None], targets.flip(-2), targets)
-        targets = torch.where(fx[:, None, None], targets.flip(-1), targets)
-        maps = torch.where(fy[:, None, None, None], maps.flip(-2), maps)
-        maps = torch.where(fx[:, None, None, None], maps.flip(-1), maps)
+        image = torch.where(fy.view(view), image.flip(-2), image)
+        image = torch.where(fx.view(view), image.flip(-1), image)
+        targets = torch.where(fy.view(view[:-1]), targets.flip(-2), targets)
+        targets = torch.where(fx.view(view[:-1]), targets.flip(-1), targets)
+        maps = torch.where(fy.view(view), maps.flip(-2), maps)
+        maps = torch.where(fx.view(view), maps.flip(-1), maps)
     zoom = None
     if settings.scale > 0:
         top = math.log1p(settings.scale)
         zoom = torch.exp((torch.rand(b, generator=generator) * 2 - 1) * top)
     if settings.elastic_sigma > 0 or zoom is not None:
-        grid = elastic_field(b, h, w, settings.elastic_sigma, settings.elastic_grid, generator, image.device, zoom)
+        grid = deformation_grid(b, shape, settings.elastic_sigma, settings.elastic_grid, generator, image.device, zoom)
         image = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
         stacked = torch.cat([targets[:, None].float(), maps], dim=1)
         stacked = F.grid_sample(stacked, grid, mode="nearest", padding_mode="reflection", align_corners=True)
         targets, maps = stacked[:, 0].round().long(), stacked[:, 1:]
+    view = (b,) + (1,) * (ndim + 1)
     if settings.invert > 0:
-        flip = (torch.rand(b, 1, 1, 1, generator=generator) < settings.invert).to(image.device)
+        flip = (torch.rand(view, generator=generator) < settings.invert).to(image.device)
         image = torch.where(flip, 1 - image, image)
     if settings.intensity > 0:
         a = settings.intensity
-        scale = 1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
-        shift = (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * a
+        scale = 1 + (torch.rand(view, generator=generator) * 2 - 1) * a
+        shift = (torch.rand(view, generator=generator) * 2 - 1) * a
         image = image * scale.to(image.device) + shift.to(image.device)
     if settings.noise > 0:
-        std = torch.rand(b, 1, 1, 1, generator=generator) * settings.noise
+        std = torch.rand(view, generator=generator) * settings.noise
         noise = torch.randn(image.shape, generator=generator) * std
         image = image + noise.to(image.device)
     return image, targets, maps

@@ -1,8 +1,9 @@
-"""Training data: (image, labels) pairs -> normalised 2D samples -> random patches.
+"""Training data: (image, labels) pairs -> normalised samples -> random patches.
 
 Pairs come from arrays (napari layers resolved by the widget, or the user's own arrays) or
-from folders ``images/`` + ``labels/`` of TIFFs with matching names. Stacks are split into
-their planes; each plane is one sample. Patches are cut with mirrored borders, so images
+from folders ``images/`` + ``labels/`` of TIFFs with matching names. For 2D networks stacks
+are split into their planes, each plane one sample; for 3D networks each volume (each time
+point of a TZYX movie) is one sample. Patches are cut with mirrored borders, so images
 smaller than a patch are used, not rejected.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import normalization as norm
-from .axes import Planes, guess_axes
+from .axes import AxesError, Planes, guess_axes
 from .config import Normalization
 from .io import ImageFileError, list_tiffs, read_image
 from .targets import LabelsError, check_labels, make_targets
@@ -34,24 +35,31 @@ class Pair:
 
 @dataclass
 class Sample:
-    """One normalised 2D plane with its targets, ready for patch sampling."""
+    """One normalised plane (or volume, for 3D networks) with its targets, ready for patch
+    sampling; arrays are (C, [D,] H, W) for the image and ([D,] H, W) for the rest."""
 
     name: str
-    image: np.ndarray  # (C, H, W) float32, normalised
-    labels: np.ndarray  # (H, W) the user's labels (for validation metrics)
-    targets: np.ndarray  # (H, W) int16, -1 = ignored
-    weights: np.ndarray  # (H, W) float32
+    image: np.ndarray  # (C, [D,] H, W) float32, normalised
+    labels: np.ndarray  # ([D,] H, W) the user's labels (for validation metrics)
+    targets: np.ndarray  # ([D,] H, W) int16, -1 = ignored
+    weights: np.ndarray  # ([D,] H, W) float32
     foreground: np.ndarray  # flat indices of pixels worth centring a patch on
-    distance: np.ndarray | None = None  # (H, W) float32, distance targets only
+    distance: np.ndarray | None = None  # ([D,] H, W) float32, distance targets only
     source: str = ""  # the image (stack) the plane comes from
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def shape(self) -> tuple[int, ...]:
         return self.targets.shape
 
-    def maps(self, index: tuple = (slice(None), slice(None))) -> np.ndarray:
+    @property
+    def size(self) -> int:
+        """Pixels (voxels) of the sample."""
+        return int(np.prod(self.shape))
+
+    def maps(self, index: tuple | None = None) -> np.ndarray:
         """Float maps that follow the targets through augmentation, (K, ...): the loss weights,
         then the distance targets when there are any."""
+        index = (slice(None),) * self.targets.ndim if index is None else index
         if self.distance is None:
             return self.weights[index][None]
         return np.stack([self.weights[index], self.distance[index]])
@@ -60,7 +68,7 @@ class Sample:
         """Pixels that say something: objects, painted scribbles, non-background classes."""
         return self.targets > 0
 
-    def crop(self, region: tuple[slice, slice], name: str) -> Sample:
+    def crop(self, region: tuple[slice, ...], name: str) -> Sample:
         t = self.targets[region]
         return Sample(
             name=name,
@@ -113,14 +121,20 @@ def prepare(
     w0: float = 10.0,
     sigma: float = 5.0,
     instance_targets: str = "3-class",
+    dims: int = 2,
 ) -> list[Sample]:
-    """Check every pair and turn it into samples (one per plane)."""
+    """Check every pair and turn it into samples (one per plane; one per volume for 3D
+    networks, ``dims=3``)."""
     samples = []
+    spatial = "ZYX" if dims == 3 else "YX"
     for pair in pairs:
         image = np.asarray(pair.image)
         labels = np.asarray(pair.labels)
         axes = pair.axes or guess_axes(image.shape, in_channels)
-        planes = Planes(image, axes)
+        try:
+            planes = Planes(image, axes, spatial)
+        except AxesError as err:
+            raise LabelsError(f"{pair.name}: {err}") from None
         if planes.channels != in_channels:
             raise LabelsError(
                 f"{pair.name}: the image has {planes.channels} channel(s) but the model takes "
@@ -133,8 +147,8 @@ def prepare(
             )
         labels = check_labels(labels, f"{pair.name}: labels")
         lo, hi = norm.percentiles(planes, normalization)
-        label_planes = Planes(labels, planes.label_axes)
-        full = (slice(None), slice(None))
+        label_planes = Planes(labels, planes.label_axes, spatial)
+        full = (slice(None),) * dims
         for i in range(planes.n):
             lab = label_planes.read(i, *full)[0]
             if not lab.any():
@@ -176,13 +190,16 @@ def split_holdout(samples: list[Sample], fraction: float, rng: np.random.Generat
 
 
 def _split_plane(s: Sample, fraction: float) -> tuple[list[Sample], list[Sample]]:
-    """Cut one plane across its longer axis so that the validation strip (bottom or right)
-    holds about ``fraction`` of the labelled pixels, and both parts hold some."""
-    axis = 0 if s.shape[0] >= s.shape[1] else 1
+    """Cut one plane (or volume) across its longest in-plane axis so that the validation
+    part (bottom or right) holds about ``fraction`` of the labelled pixels, and both parts
+    hold some."""
+    ndim = len(s.shape)
+    y_axis = ndim - 2
+    axis = y_axis if s.shape[y_axis] >= s.shape[-1] else ndim - 1
     labelled = s.labelled_pixels()
     if not labelled.any():
         labelled = s.targets >= 0
-    profile = labelled.sum(axis=1 - axis).astype(np.float64)
+    profile = labelled.sum(axis=tuple(a for a in range(ndim) if a != axis)).astype(np.float64)
     total = profile.sum()
     cumulative = np.cumsum(profile)
     n = s.shape[axis]
@@ -195,10 +212,11 @@ def _split_plane(s: Sample, fraction: float) -> tuple[list[Sample], list[Sample]
             "(all labelled pixels lie in one strip); paint objects or classes in more places, "
             "add another labelled image, or train without validation on more images"
         )
-    def region(sl: slice) -> tuple[slice, slice]:
-        return (sl, slice(None)) if axis == 0 else (slice(None), sl)
 
-    side = ("top", "bottom") if axis == 0 else ("left", "right")
+    def region(sl: slice) -> tuple[slice, ...]:
+        return tuple(sl if a == axis else slice(None) for a in range(ndim))
+
+    side = ("top", "bottom") if axis == y_axis else ("left", "right")
     train = s.crop(region(slice(0, cut)), f"{s.name} ({side[0]})")
     val = s.crop(region(slice(cut, None)), f"{s.name} ({side[1]})")
     return [train], [val]
@@ -221,28 +239,32 @@ def kfold(samples: list[Sample], k: int, rng: np.random.Generator) -> list[tuple
 
 
 class PatchSampler:
-    """Random patches with mirrored borders; half of them centred on foreground pixels."""
+    """Random patches with mirrored borders; half of them centred on foreground pixels.
+    ``size`` is one side for all axes, or one per axis ((z, y, x) for volumes)."""
 
-    def __init__(self, samples: list[Sample], size: int, rng: np.random.Generator, foreground: float = 0.5) -> None:
+    def __init__(self, samples: list[Sample], size: int | tuple[int, ...], rng: np.random.Generator,
+                 foreground: float = 0.5) -> None:
         self.samples = samples
-        self.size = size
+        ndim = len(samples[0].shape)
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size,) * ndim
         self.rng = rng
         self.foreground = foreground
-        area = np.array([s.shape[0] * s.shape[1] for s in samples], np.float64)
+        area = np.array([s.size for s in samples], np.float64)
         self.p = area / area.sum()
 
     def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image (C, S, S), targets (S, S), maps (K, S, S)) of one random patch."""
+        """(image (C, *size), targets (*size), maps (K, *size)) of one random patch."""
         s = self.samples[self.rng.choice(len(self.samples), p=self.p)]
-        h, w = s.shape
+        shape = s.shape
         if s.foreground.size and self.rng.random() < self.foreground:
-            cy, cx = np.unravel_index(s.foreground[self.rng.integers(s.foreground.size)], (h, w))
+            centre = np.unravel_index(s.foreground[self.rng.integers(s.foreground.size)], shape)
         else:
-            cy, cx = self.rng.integers(h), self.rng.integers(w)
-        y0, x0 = int(cy) - self.size // 2, int(cx) - self.size // 2
-        rows = reflect_indices(y0, y0 + self.size, h)
-        cols = reflect_indices(x0, x0 + self.size, w)
-        ix = np.ix_(rows, cols)
+            centre = tuple(self.rng.integers(n) for n in shape)
+        index = []
+        for c, size, n in zip(centre, self.size, shape):
+            start = int(c) - size // 2
+            index.append(reflect_indices(start, start + size, n))
+        ix = np.ix_(*index)
         return s.image[(slice(None),) + ix], s.targets[ix], s.maps(ix)
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -33,10 +33,10 @@ def headline(metrics: dict, mode: str) -> float:
 
 
 def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device, tta: bool = False) -> np.ndarray:
-    """Class probabilities (K, H, W) of an already normalised (C, H, W) image."""
-    planes = Planes(image, "CYX")
-    plan = plan_tiles((planes.height, planes.width), model.geometry, model.tile, model.halo)
-    probs = np.zeros((model.config.classes, planes.height, planes.width), np.float32)
+    """Class probabilities (K, [D,] H, W) of an already normalised (C, [D,] H, W) image."""
+    planes = Planes(image, "CZYX", "ZYX") if model.dims == 3 else Planes(image, "CYX")
+    plan = plan_tiles(planes.spatial_shape, model.geometry, model.tile, model.halo)
+    probs = np.zeros((model.config.classes,) + planes.spatial_shape, np.float32)
     zeros = np.zeros(planes.channels, np.float32)
     ones = np.ones(planes.channels, np.float32)
     gen = predict_tiles(model.network.to(device), planes, zeros, ones, plan, device=device,

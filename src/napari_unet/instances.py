@@ -171,6 +171,9 @@ def object_size(labels: list[np.ndarray]) -> dict:
     if areas.size == 0:
         return {}
     area = float(np.median(areas))
+    if np.asarray(labels[0]).ndim == 3:  # volumes: "area" is the median volume in voxels
+        return {"area": area, "diameter": float((6 * area / np.pi) ** (1 / 3)), "objects": int(areas.size),
+                "volume": True}
     return {"area": area, "diameter": float(2 * np.sqrt(area / np.pi)), "objects": int(areas.size)}
 
 

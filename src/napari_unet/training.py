@@ -31,8 +31,8 @@ from .devices import (autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memo
                       resolve_device)
 from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
 from .instances import grid_for, object_size, tune_steps
-from .modelfile import UNetModel
-from .models import encoder_modules, encoder_parameters, measure_halo, replace_head
+from .modelfile import UNetModel, round_tiling
+from .models import axes_geometry, encoder_modules, encoder_parameters, measure_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
 
 
@@ -69,6 +69,13 @@ class TrainConfig:
         (8 to 200), lengthened when validation would take more than ``val_budget`` of the time.
     patch : int
         Size of the training target patch (output pixels; the input adds the halo).
+    dims : int
+        2: a 2D network (stacks are trained plane by plane); 3: a 3D network (``unet`` and
+        ``unet-paper`` become ``unet3d`` and ``unet3d-paper``) trained on volumes.
+    patch_z : int
+        3D: depth of a training patch in planes (``patch`` is its height and width).
+    z_pooling : int or None
+        3D: levels (the deepest) that also pool along z; None = all (see ModelConfig).
     batch : int
         Patches per step.
     lr : float
@@ -139,6 +146,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     patch: int = 128
     batch: int = 8
+    dims: int = 2
+    patch_z: int = 16
+    z_pooling: int | None = None
     lr: float = 2e-3
     optimizer: str = "adam"
     weight_average: float = 0.999
@@ -191,6 +201,12 @@ class TrainConfig:
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.encoder_weights in ("", "none", "random"):
             object.__setattr__(self, "encoder_weights", None)
+        if self.dims not in (2, 3):
+            raise ConfigError(f"dims must be 2 (2D network, plane by plane) or 3 (3D network), got {self.dims}")
+        if self.dims == 3 and self.arch == "smp":
+            raise ConfigError("smp encoders are 2D; for 3D training use --arch unet or unet-paper")
+        if self.patch_z < 1:
+            raise ConfigError(f"patch_z must be >= 1, got {self.patch_z}")
         if self.encoder_weights is not None and self.arch != "smp":
             raise ConfigError(
                 f"pretrained encoder weights ({self.encoder_weights!r}) exist only for --arch smp "
@@ -199,11 +215,18 @@ class TrainConfig:
         Normalization(self.norm_low, self.norm_high)
         self.model_config(self.classes or 2, 1)  # the model settings are valid too
 
+    @property
+    def network_arch(self) -> str:
+        """The architecture built: ``arch``, in its 3D form when ``dims`` is 3."""
+        if self.dims == 3:
+            return {"unet": "unet3d", "unet-paper": "unet3d-paper"}.get(self.arch, self.arch)
+        return self.arch
+
     def model_config(self, classes: int | None, in_channels: int) -> ModelConfig:
         if self.mode == "instance":
             classes = 2 if self.instance_targets == "distance" else 3
         return ModelConfig(
-            arch=self.arch, in_channels=in_channels, classes=classes,
+            arch=self.network_arch, z_pooling=self.z_pooling if self.dims == 3 else None, in_channels=in_channels, classes=classes,
             class_names=self.class_names, mode=self.mode, depth=self.depth,
             base_width=self.base_width, batch_norm=self.batch_norm, encoder=self.encoder,
             encoder_weights=self.encoder_weights, instance_targets=self.instance_targets,
@@ -301,6 +324,8 @@ class Trainer:
         if not pairs:
             raise TrainingError("no training images given")
         self.started = clock()  # the time limit counts the preparation too
+        if init is not None and init.config.dims != config.dims:
+            config = replace(config, dims=init.config.dims, z_pooling=init.config.z_pooling)  # the network decides
         if init is not None and init.config.mode == "instance" == config.mode:
             # a fine-tuned model keeps what its network learned to predict
             config = replace(config, instance_targets=init.config.instance_targets)
@@ -338,6 +363,7 @@ class Trainer:
                 pairs, config.mode, classes, in_channels, norm_settings,
                 unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
                 w0=config.w0, sigma=config.sigma, instance_targets=config.instance_targets,
+                dims=config.dims,
             )
         except LabelsError as err:
             raise TrainingError(str(err)) from None
@@ -488,14 +514,22 @@ def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return ((fg * weights).sum() + (dist * labelled).sum()) / n
 
 
-def densest_window(sample: Sample, size: int) -> tuple[slice, slice]:
+def densest_window(sample: Sample, size: int) -> tuple[slice, ...]:
     """The ``size`` x ``size`` window (clipped to the plane) holding the most labelled pixels,
-    searched on a grid of ``size // 8`` pixels (an integral image: cheap on large planes)."""
+    searched on a grid of ``size // 8`` pixels (an integral image: cheap on large planes).
+    Volumes: the window spans at most ``size // 4`` planes in z, where the most labels are."""
+    labelled = sample.labelled_pixels()
+    if labelled.ndim == 3:
+        depth = min(labelled.shape[0], max(1, size // 4))
+        per_plane = np.convolve(labelled.sum(axis=(1, 2)), np.ones(depth), mode="valid")
+        z0 = int(np.argmax(per_plane))
+        inner = Sample(sample.name, sample.image[:, 0], labelled[z0 : z0 + depth].any(0).astype(np.int16),
+                       labelled[z0 : z0 + depth].any(0).astype(np.int16), sample.weights[0], np.zeros(0, np.int64))
+        return (slice(z0, z0 + depth),) + densest_window(inner, size)
     h, w = sample.shape
     wh, ww = min(size, h), min(size, w)
     if (wh, ww) == (h, w):
         return slice(0, h), slice(0, w)
-    labelled = sample.labelled_pixels()
     total = np.zeros((h + 1, w + 1), np.int64)
     total[1:, 1:] = labelled.cumsum(0).cumsum(1)
     stride = max(1, size // 8)
@@ -520,7 +554,10 @@ def validation_subset(samples: list[Sample], n: int, crop: int | None = 256,
     """
     if max_pixels is None:
         max_pixels = n * crop**2 if crop else 1_500_000
-    if len(samples) <= n and sum(s.shape[0] * s.shape[1] for s in samples) <= max_pixels:
+    def pixels_of(s) -> int:
+        return int(np.prod(s.shape))
+
+    if len(samples) <= n and sum(pixels_of(s) for s in samples) <= max_pixels:
         return list(samples)
     order = np.linspace(0, len(samples) - 1, len(samples)).round().astype(int)
     # spread: every k-th first, then the ones in between
@@ -529,9 +566,9 @@ def validation_subset(samples: list[Sample], n: int, crop: int | None = 256,
     chosen, pixels = {}, 0
     for i in order:
         s = samples[i]
-        if crop and (s.shape[0] > crop or s.shape[1] > crop):
+        if crop and (max(s.shape[-2:]) > crop or (len(s.shape) == 3 and s.shape[0] > crop // 4)):
             s = s.crop(densest_window(s, crop), f"{s.name} (crop)")
-        size = s.shape[0] * s.shape[1]
+        size = pixels_of(s)
         if pixels + size > max_pixels:
             continue
         chosen[i] = s
@@ -539,7 +576,7 @@ def validation_subset(samples: list[Sample], n: int, crop: int | None = 256,
         if len(chosen) == n:
             break
     if not chosen:  # every plane is larger than the budget: the smallest one
-        i = int(np.argmin([s.shape[0] * s.shape[1] for s in samples]))
+        i = int(np.argmin([pixels_of(s) for s in samples]))
         chosen[i] = samples[i]
     return [chosen[i] for i in sorted(chosen)]
 
@@ -612,10 +649,11 @@ class _Fit:
         self.started = started
         self.saved = False  # whether ``out`` holds a model of this run
         self.distance = model.config.activation == "sigmoid"
-        g = model.geometry
-        self.out_patch = g.round_core(config.patch)
-        self.in_patch = g.tile_input(self.out_patch, g.valid_margin)
-        self.crop = g.valid_margin
+        geometries = axes_geometry(model.geometry)
+        patch = (config.patch_z, config.patch, config.patch) if len(geometries) == 3 else (config.patch,) * 2
+        self.out_patch = tuple(g.round_core(min(n, 4096)) for g, n in zip(geometries, patch))
+        self.in_patch = tuple(g.tile_input(c, g.valid_margin) for g, c in zip(geometries, self.out_patch))
+        self.crop = tuple(g.valid_margin for g in geometries)
         self._val_probs: list[np.ndarray] = []
         self._best_probs: list[np.ndarray] = []
         self.batch = config.batch  # halved on GPU out-of-memory, down to 1
@@ -626,8 +664,8 @@ class _Fit:
     def steps_per_epoch(self) -> int:
         if self.config.steps_per_epoch:
             return self.config.steps_per_epoch
-        area = sum(s.shape[0] * s.shape[1] for s in self.train)
-        return int(np.clip(round(2 * area / (self.batch * self.out_patch**2)), 8, 200))
+        area = sum(s.size for s in self.train)
+        return int(np.clip(round(2 * area / (self.batch * math.prod(self.out_patch))), 8, 200))
 
     def _to_device(self, image, targets, maps):
         d = self.device
@@ -636,9 +674,9 @@ class _Fit:
 
     def _loss(self, network, image, targets, maps):
         logits = network(image)
-        c = self.crop
-        if c:
-            targets, maps = targets[:, c:-c, c:-c], maps[:, :, c:-c, c:-c]
+        if any(self.crop):
+            inner = tuple(slice(c, n - c) for c, n in zip(self.crop, targets.shape[1:]))
+            targets, maps = targets[(slice(None),) + inner], maps[(slice(None), slice(None)) + inner]
         if self.distance:
             return distance_loss(logits, targets, maps[:, 0], maps[:, 1])
         return weighted_loss(logits, targets, maps[:, 0])
@@ -661,7 +699,7 @@ class _Fit:
             try:
                 image, targets, maps = self._to_device(*batch)
                 image, targets, maps = augment(image, targets, maps, self.config.augmentation, generator)
-                image = image.contiguous(memory_format=memory_format(self.device))
+                image = image.contiguous(memory_format=memory_format(self.device, image.ndim - 2))
                 with self._autocast():
                     loss = self._loss(network, image, targets, maps)
                 value = loss.item()
@@ -680,7 +718,7 @@ class _Fit:
                 if self.batch == 1:
                     raise TrainingError(
                         f"the GPU ({self.device}) ran out of memory even with a batch of one "
-                        f"{self.in_patch}x{self.in_patch} patch; use a smaller --patch or --base-width, "
+                        f"{'x'.join(map(str, self.in_patch))} patch; use a smaller --patch or --base-width, "
                         "or --device cpu"
                     ) from err
                 self.batch = max(1, self.batch // 2)
@@ -699,7 +737,7 @@ class _Fit:
         return autocast(self.device, self.config.mixed_precision, cpu=True)
 
     def _train_mode(self, network) -> None:
-        network.to(memory_format=memory_format(self.device))  # prediction may have changed it
+        network.to(memory_format=memory_format(self.device, self.model.dims))  # prediction may have changed it
         network.train()
         if self.config.freeze_encoder:
             for module in encoder_modules(network):
@@ -838,14 +876,14 @@ class _Fit:
         step_seconds = step_seconds or 0.0
         if val_seconds is None:
             # not measured yet: prediction costs about a third of a training step per pixel
-            pixels = sum(s.shape[0] * s.shape[1] for s in self.val_subset)
-            val_seconds = pixels / (self.batch * self.out_patch**2) * step_seconds / 3
+            pixels = sum(s.size for s in self.val_subset)
+            val_seconds = pixels / (self.batch * math.prod(self.out_patch)) * step_seconds / 3
             val_seconds += 0.05 * len(self.val_subset)
         tune = 0.0
         if self.config.mode == "instance":
             grid = grid_for(self.model.config.classes, self.object_size.get("area"))
             settings = math.prod(len(grid[k]) for k in ("interior_threshold", "foreground_threshold", "seed_dynamic"))
-            pixels = sum(s.shape[0] * s.shape[1] for s in self.val_subset)
+            pixels = sum(s.size for s in self.val_subset)
             tune = settings * (0.01 * len(self.val_subset) + pixels * 1e-7)  # ~10 ms + 0.1 s/Mpx each
         return step_seconds + val_seconds + tune + 0.02 * self.config.time_limit * 60
 
@@ -857,11 +895,12 @@ class _Fit:
                           "validation_images": [s.name for s in self.val]}
         if self.object_size:
             model.training["object_size"] = self.object_size
-        model.tile = model.geometry.round_core(self.config.tile)
+        tile = self.config.tile if model.dims == 2 else (self.config.patch_z * 2, self.config.tile // 2, self.config.tile // 2)
+        model.tile = round_tiling(model.geometry, tile, 0)[0]
         if self.out is not None:
             saved = copy.copy(model)
             saved.network = copy.deepcopy(model.network).cpu()
-            if model.geometry.padded:
+            if all(g.padded for g in axes_geometry(model.geometry)):
                 saved.halo = measure_halo(saved.network, model.config.in_channels)
                 model.halo = saved.halo
             saved.save(self.out)
