@@ -91,7 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     tile = None if args.tile is None else _int_arg("--tile", args.tile)
     settings = PredictConfig(
         tile=tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
-        tta=args.tta, object_size=object_size_arg(args.object_size),
+        tta=args.tta, object_size=object_size_arg(args.object_size), link_z=args.link_z,
     )
     model = UNetModel.load(args.model)
     inputs = expand_inputs(args.inputs)
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the probabilities of the 8 flips and rotations (8x slower)")
+    p.add_argument("--link-z", type=float, metavar="IOU",
+                   help="2D instance models on Z stacks: give objects of consecutive planes that overlap "
+                        "by more than this IoU one id (e.g. 0.25)")
     p.add_argument("--object-size", metavar="PX|auto",
                    help="instance models: typical object diameter in this image (pixels), or 'auto' to estimate "
                         "it; the image is rescaled to the object size the model learned")

@@ -21,6 +21,9 @@ TRAIN_FLAGS = {
     "--epochs": ("epochs", int, "maximum epochs"),
     "--steps": ("steps_per_epoch", int, "optimiser steps per epoch (default: automatic)"),
     "--patch": ("patch", int, "training patch (output pixels)"),
+    "--dims": ("dims", int, "2: a 2D network, stacks plane by plane; 3: a 3D network on volumes (ZYX images; see --axes)"),
+    "--patch-z": ("patch_z", int, "3D: training patch depth in planes"),
+    "--z-pooling": ("z_pooling", int, "3D: levels (the deepest) that also pool along z (default: all)"),
     "--batch": ("batch", int, "patches per step"),
     "--lr": ("lr", float, "learning rate"),
     "--weight-average": ("weight_average", float, "decay of the moving average of the weights that is validated and kept (0 = off)"),
@@ -73,6 +76,7 @@ def add_commands(sub) -> None:
         p.add_argument(flag, action="store_true", default=None, help=f"{help_} (default: {'on' if defaults[name] else 'off'})")
     p.add_argument("--fp32", action="store_true", default=None,
                    help="train in float32 (default: bfloat16 mixed precision where the GPU or CPU computes it natively)")
+    p.add_argument("--axes", help="axes of every image, e.g. YX, ZYX, TZYX, CYX (default: guessed per image)")
     p.add_argument("--init", help="model file to fine-tune from")
     p.add_argument("--config", help="JSON settings (e.g. saved by the napari Train widget); flags override it")
     p.add_argument("--report", help="folder for curves, examples and metrics (PNG + JSON)")
@@ -132,6 +136,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     check_writable(args.out)  # before any work, not at the first save
     pairs = pairs_from_folders(args.images, args.labels)
+    if args.axes:
+        for pair in pairs:
+            pair.axes = args.axes
     init = UNetModel.load(args.init) if args.init else None
     trainer = Trainer(pairs, config, out=args.out, init=init)
     print(trainer.describe(), file=sys.stderr)

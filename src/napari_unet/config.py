@@ -190,6 +190,10 @@ class PredictConfig:
         rescaled so that objects have the size the model learned (stored in the model file),
         predicted, and the result mapped back. ``auto`` estimates it from a first prediction;
         None = no rescaling.
+    link_z : float or None
+        Instance models predicting a Z stack plane by plane (2D models): objects of
+        consecutive planes whose overlap (IoU) exceeds this get one id through z, like
+        Cellpose's stitch threshold (e.g. 0.25); None = every plane has its own ids.
     """
 
     tile: int | tuple[int, ...] | None = None
@@ -199,8 +203,12 @@ class PredictConfig:
     mixed_precision: bool = True
     tta: bool = False
     object_size: float | str | None = None
+    link_z: float | None = None
 
     def __post_init__(self) -> None:
+        if self.link_z is not None and (isinstance(self.link_z, bool) or not isinstance(self.link_z, (int, float))
+                                        or not 0 <= self.link_z < 1):
+            raise ConfigError(f"link_z must be an IoU threshold in [0, 1), got {self.link_z!r}")
         if self.object_size is not None and self.object_size != "auto":
             if isinstance(self.object_size, bool) or not isinstance(self.object_size, (int, float)) \
                     or not 2 <= self.object_size <= 10_000:

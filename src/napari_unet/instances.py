@@ -208,3 +208,50 @@ def tune_steps(
                 best, best_ap = PostProcessing(seed, fg, int(min_size), dynamic), ap
         yield done, len(settings)
     return best, best_ap
+
+
+def link_planes(labels: np.ndarray, threshold: float = 0.25) -> np.ndarray:
+    """Give objects of consecutive planes one id when they overlap (stacks predicted plane by
+    plane with a 2D model), like Cellpose's stitch threshold.
+
+    ``labels`` (Z, Y, X), each plane's objects with their own ids. Going down the stack, an
+    object takes the id of the object of the plane above with which its IoU is highest, if
+    that IoU exceeds ``threshold`` and that object is not already taken by a better match
+    (pairs are assigned by decreasing IoU); otherwise it keeps a new id. Ids are consecutive
+    from 1. Returns a new array.
+    """
+    from .metrics import iou_matrix
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"linking needs a stack of planes (Z, Y, X), got shape {labels.shape}")
+    out = np.zeros(labels.shape, np.int32)
+    next_id = 1
+    for z in range(labels.shape[0]):
+        plane = labels[z]
+        ids = np.unique(plane[plane > 0])
+        mapping = {}
+        if z > 0 and ids.size and out[z - 1].any():
+            iou, prev_ids, cur_ids = iou_matrix(out[z - 1], plane)
+            rows, cols = np.nonzero(iou > threshold)
+            taken = set()
+            for k in np.argsort(-iou[rows, cols], kind="stable"):
+                p, c = int(prev_ids[rows[k]]), int(cur_ids[cols[k]])
+                if p in taken or c in mapping:
+                    continue
+                mapping[c] = p
+                taken.add(p)
+        for i in ids:
+            if int(i) not in mapping:
+                mapping[int(i)] = next_id
+                next_id += 1
+            next_id = max(next_id, mapping[int(i)] + 1)
+        lut = np.zeros(int(plane.max()) + 1, np.int32)
+        for c, p in mapping.items():
+            lut[c] = p
+        out[z] = lut[plane]
+    # consecutive ids
+    used = np.unique(out[out > 0])
+    lut = np.zeros(int(out.max()) + 1, np.int32)
+    lut[used] = np.arange(1, used.size + 1, dtype=np.int32)
+    return lut[out]

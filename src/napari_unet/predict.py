@@ -18,7 +18,7 @@ from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
-from .instances import PostProcessing
+from .instances import PostProcessing, link_planes
 from .modelfile import UNetModel
 from .models import axes_geometry
 from .tiling import TilePlan, TileProgress, per_axis, plan_tiles, predict_tiles
@@ -159,6 +159,19 @@ def predict(
             labels_out[where] = plane_labels
             next_id = max(next_id, int(plane_labels.max()) + 1)
             yield TileProgress(done=i + 1, total=planes.n, batch=0, message="separating objects")
+        if settings.link_z is not None:
+            if model.dims == 3 or "Z" not in planes.label_axes or not planes.label_axes.endswith("YX"):
+                notes.append("linking through z applies to 2D models on Z stacks: nothing to link")
+            else:
+                yield TileProgress(done=0, total=1, batch=0, message="linking objects through z")
+                z = planes.label_axes.index("Z")
+                stacks = np.moveaxis(np.asarray(labels_out), z, 0)
+                flat = stacks.reshape(stacks.shape[0], -1, *stacks.shape[-2:])  # Z, others, Y, X
+                linked = np.stack([link_planes(flat[:, k], settings.link_z) for k in range(flat.shape[1])], axis=1)
+                offsets = np.cumsum([0] + [int(linked[:, k].max()) for k in range(linked.shape[1] - 1)])
+                linked = np.where(linked > 0, linked + offsets[None, :, None, None], 0)
+                labels_out[...] = np.moveaxis(linked.reshape(stacks.shape), 0, z)
+                notes.append(f"objects linked through z (IoU > {settings.link_z:g})")
         if not probabilities:
             probabilities_out = None
     return Prediction(
