@@ -95,8 +95,13 @@ class PredictWidget(Container):
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
+        self.link_z = CheckBox(
+            text="link objects through z", value=False,
+            tooltip="2D instance models on Z stacks: objects of consecutive planes that overlap (IoU > 0.25) "
+                    "get one id, like Cellpose's stitch threshold; 3D models separate objects in 3D anyway")
         self.extend([self.image, self.axes, self.source, self.model_file, self.tile, self.halo, self.batch,
-                     self.device, self.object_size, self.tta, self.probabilities, self.run_button, self.cancel, self.progress, self.status])
+                     self.device, self.object_size, self.tta, self.link_z, self.probabilities, self.run_button,
+                     self.cancel, self.progress, self.status])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
         self._loaded: tuple[tuple, object] | None = None  # ((path, mtime), model) of the last file read
@@ -208,7 +213,8 @@ class PredictWidget(Container):
             settings = PredictConfig(tile=self.tile.value or None, halo=None if self.halo.value < 0 else self.halo.value,
                                      batch=int(self.batch.value), device=self.device.value,
                                      tta=bool(self.tta.value),
-                                     object_size=None if self.object_size.value == "off" else self.object_size.value)
+                                     object_size=None if self.object_size.value == "off" else self.object_size.value,
+                                     link_z=0.25 if self.link_z.value and model.dims == 2 else None)
             image_planes(layer.data, axes, model.config.in_channels, model.dims)  # axes and channels, cheaply
             gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:

@@ -74,6 +74,13 @@ class TrainWidget(Container):
             label="encoder weights", choices=["random", "imagenet"], value="random",
             tooltip="smp: start the encoder from ImageNet-pretrained weights (fetched once through the Hugging "
                     "Face cache; offline, copy them there: see the user guide), or from random weights")
+        self.dims = ComboBox(
+            label="network", choices=[("2D (plane by plane)", 2), ("3D (volumes)", 3)], value=defaults.dims,
+            tooltip="2D: every plane of a stack is an image of its own (fast, works on any stack); 3D: the "
+                    "network sees whole volumes (ZYX) in patches of 'patch z' planes, so objects keep one id "
+                    "through z and z context is used (Cicek et al. 2016)")
+        self.patch_z = SpinBox(label="patch z", value=defaults.patch_z, min=1, max=512,
+                               tooltip="3D: depth of a training patch in planes")
         self.base_width = SpinBox(label="base width", value=defaults.base_width, min=4, max=128, step=4,
                                   tooltip="Channels of the first level (the paper: 64)")
         self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=10000,
@@ -109,7 +116,8 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.extend([
             self.image, self.labels, self.axes, self.add_pair, self.pairs, self.remove_pair,
-            self.mode, self.unlabelled_zero, self.instance_targets, self.arch, self.encoder, self.encoder_weights, self.base_width,
+            self.mode, self.unlabelled_zero, self.instance_targets, self.dims, self.arch, self.encoder,
+            self.encoder_weights, self.base_width, self.patch_z,
             self.epochs, self.time_limit, self.patch, self.batch, self.lr, self.val_fraction, self.defaults_note,
             self.device, self.device_info,
             self.fine_tune, self.freeze_encoder, self.live_preview, self.save_path, self.start, self.cancel,
@@ -138,6 +146,7 @@ class TrainWidget(Container):
         self.labels.changed.connect(self._refresh)
         self.mode.changed.connect(self._refresh)
         self.arch.changed.connect(self._refresh)
+        self.dims.changed.connect(self._refresh)
         self.closed = False
         self._listening = [
             (viewer.layers.events.inserted, self._layers_changed),
@@ -198,6 +207,8 @@ class TrainWidget(Container):
         self.encoder.visible = self.arch.value == "smp"
         self.encoder_weights.visible = self.arch.value == "smp"
         self.base_width.visible = self.arch.value in ("unet", "unet-paper")
+        self.patch_z.visible = self.dims.value == 3
+        self.live_preview.visible = self.dims.value == 2  # the preview shows one plane
         self.instance_targets.visible = self.mode.value == "instance"
         have = bool(self._pairs) or (self.image.value is not None and self.labels.value is not None)
         self.start.enabled = have and not running
@@ -227,6 +238,7 @@ class TrainWidget(Container):
             lr=float(self.lr.value), val_fraction=float(self.val_fraction.value), device=self.device.value,
             freeze_encoder=bool(self.freeze_encoder.value), instance_targets=self.instance_targets.value,
             time_limit=float(self.time_limit.value) or None,
+            dims=int(self.dims.value), patch_z=int(self.patch_z.value),
         )
 
     def write_settings(self, path: str | Path | None = None) -> Path | None:
@@ -291,7 +303,7 @@ class TrainWidget(Container):
         self._training_started = False
         gen = self.trainer.run()
         self._preview_source = None
-        if self.live_preview.value:
+        if self.live_preview.value and self.trainer.config.dims == 2:
             from napari_unet.preview import with_previews
 
             first = pairs[0]
