@@ -191,3 +191,26 @@ def test_3d_training_on_a_real_volume_learns_and_saves(tmp_path, data_dir):
     pred = run(predict(model, image, "ZYX", PredictConfig(device="cpu")))
     assert pred.labels.shape == image.shape
     np.testing.assert_array_equal(image, tifffile.imread(data_dir / "bbbc050_16cell_crop.tif"))
+
+
+def test_3d_semantic_training_from_a_few_annotated_planes(tmp_path, isbi_stack):
+    """The 3D U-Net paper's use case: a real EM volume of which only 3 planes are annotated
+    (0 = not annotated); the valid 3D network trains on them, the unannotated planes cost
+    nothing, and the model predicts every plane."""
+    from napari_unet.data import Pair
+    from napari_unet.training import TrainConfig, Trainer
+
+    image, membranes = isbi_stack
+    sparse = np.zeros(membranes.shape, np.uint8)
+    for z in (1, 5, 8):
+        sparse[z] = membranes[z] + 1  # classes 1 (cell) and 2 (membrane) on three planes only
+    cfg = TrainConfig(dims=3, arch="unet-paper", mode="semantic", unlabelled_zero=True, depth=2, base_width=4,
+                      patch=24, patch_z=4, batch=2, steps_per_epoch=5, epochs=2, tile=32, device="cpu",
+                      z_pooling=1, val_fraction=0.3)
+    trainer = Trainer([Pair("em", image, sparse, "ZYX")], cfg, out=tmp_path / "em3d.safetensors")
+    epochs = [p for p in trainer.run() if p.kind == "epoch"]
+    assert len(epochs) == 2 and all(np.isfinite(e.loss) for e in epochs)
+    model = UNetModel.load(tmp_path / "em3d.safetensors")
+    assert model.config.arch == "unet3d-paper" and model.config.classes == 2
+    pred = run(predict(model, image, "ZYX", PredictConfig(device="cpu")))
+    assert pred.labels.shape == image.shape and set(np.unique(pred.labels)) <= {0, 1}
