@@ -88,7 +88,8 @@ def add_commands(sub) -> None:
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--labels", required=True, help="folder of labels with the same file names")
     p.add_argument("--report", help="folder for example images and metrics (PNG + JSON)")
-    p.add_argument("--tile", type=int, help="tile core (default: the model's)")
+    p.add_argument("--tile", help="tile core, or Z,Y,X for 3D models (default: the model's)")
+    p.add_argument("--link-z", type=float, metavar="IOU", help="2D instance models on Z stacks: link objects through z")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
@@ -241,8 +242,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = pairs_from_folders(args.images, args.labels)
     from .cli import object_size_arg
 
-    settings = PredictConfig(tile=args.tile, batch=args.batch, device=args.device, tta=args.tta,
-                             object_size=object_size_arg(args.object_size))
+    from .cli import _int_arg
+
+    settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
+                             device=args.device, tta=args.tta, object_size=object_size_arg(args.object_size),
+                             link_z=args.link_z)
 
     def predict_fn(image, axes):
         return run(predict(model, image, axes, settings, min_size=args.min_size)).labels
