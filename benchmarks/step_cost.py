@@ -4,6 +4,7 @@
     python benchmarks/step_cost.py --data bench_data/dsb_train   # + patch sampling, augmentation
     python benchmarks/step_cost.py --formats     # default network: float32/bf16 x contiguous/channels_last
     python benchmarks/step_cost.py --inference   # prediction of 4 tiles in the same formats
+    python benchmarks/step_cost.py --volumes     # 3D networks vs the 2D default, per output voxel
 
 Prints seconds per step (mean of 4 after one warm-up) and output kilopixels per second.
 """
@@ -112,6 +113,35 @@ def formats(n: int = 10) -> None:
             print(f"patch {size} batch {batch} bf16={bf16} channels_last={channels_last}: {dt:.3f} s/step", flush=True)
 
 
+def volumes(n: int = 6) -> None:
+    """Training steps of 3D networks (padded, width 16) against the 2D default, in bf16 with
+    channels_last(_3d) as training runs them, per output voxel."""
+    from napari_unet.models import PaperUNet
+
+    cases = [("2D unet w16 d4, 8 x 128^2", PaperUNet(1, 2, 4, 16, True, padded=True), (8, 1, 128, 128)),
+             ("3D unet3d w16 d4 z_pooling 3, 2 x 16x64x64", PaperUNet(1, 2, 4, 16, True, padded=True, dims=3, z_pooling=3),
+              (2, 1, 16, 64, 64)),
+             ("3D unet3d w8 d3 z_pooling 2, 2 x 16x64x64", PaperUNet(1, 2, 3, 8, True, padded=True, dims=3, z_pooling=2),
+              (2, 1, 16, 64, 64))]
+    for name, net, shape in cases:
+        fmt = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+        net = net.to(memory_format=fmt)
+        x = torch.randn(*shape).contiguous(memory_format=fmt)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        for i in range(n + 2):
+            if i == 2:
+                t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = net(x)
+            loss = out.float().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        dt = (time.perf_counter() - t) / n
+        voxels = int(np.prod(shape[2:])) * shape[0]
+        print(f"{name}: {dt:.3f} s/step, {voxels / dt / 1e3:.0f} k output voxels/s", flush=True)
+
+
 def inference() -> None:
     """Four 704x704 tiles (512 core + 96 halo) through the default network, inference mode."""
     from napari_unet.models import PaperUNet
@@ -134,11 +164,14 @@ if __name__ == "__main__":
     parser.add_argument("--data")
     parser.add_argument("--formats", action="store_true")
     parser.add_argument("--inference", action="store_true")
+    parser.add_argument("--volumes", action="store_true")
     args = parser.parse_args()
     if args.formats:
         formats()
     elif args.inference:
         inference()
+    elif args.volumes:
+        volumes()
     elif args.data:
         pipeline(args.data)
     else:

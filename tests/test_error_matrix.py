@@ -47,6 +47,12 @@ def test_predict_settings_are_checked(kwargs, words):
     ({"folds": -2}, "folds must be 0 .* or >= 2"),
     ({"val_budget": 1.5}, "val_budget must be between 0 and 1"),
     ({"val_images": 0}, "val_images must be >= 1"),
+    ({"val_crop": 8}, "val_crop must be 0 .* or >= 32"),
+    ({"weight_average": 1.0}, r"weight_average must be in \[0, 1\)"),
+    ({"dims": 4}, "dims must be 2 .* or 3"),
+    ({"dims": 3, "arch": "smp"}, "smp encoders are 2D"),
+    ({"dims": 3, "patch_z": 0}, "patch_z must be >= 1"),
+    ({"dims": 3, "z_pooling": 9}, "z_pooling must be an integer from 0 to depth"),
 ])
 def test_training_settings_are_checked(kwargs, words):
     with pytest.raises(ConfigError, match=words):

@@ -214,3 +214,24 @@ def test_3d_semantic_training_from_a_few_annotated_planes(tmp_path, isbi_stack):
     assert model.config.arch == "unet3d-paper" and model.config.classes == 2
     pred = run(predict(model, image, "ZYX", PredictConfig(device="cpu")))
     assert pred.labels.shape == image.shape and set(np.unique(pred.labels)) <= {0, 1}
+
+
+def test_3d_model_file_with_a_2d_tile_is_refused(model3d, tmp_path):
+    import json
+    import struct
+
+    from napari_unet.modelfile import ModelFileError
+
+    path = model3d.save(tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["napari-unet"])
+    meta["tile"] = 256
+    header["__metadata__"]["napari-unet"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    with pytest.raises(ModelFileError, match="tile of a 3D model must be a list of 3 integers"):
+        UNetModel.load(bad)
