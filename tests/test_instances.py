@@ -204,3 +204,12 @@ def test_invert_augmentation_flips_intensities_only():
     kept = torch.isclose(out, image).flatten(1).all(1)
     assert (inverted | kept).all() and 10 < int(inverted.sum()) < 54
     assert torch.equal(t2, targets)
+
+
+def test_non_finite_probabilities_do_not_hang_the_seeds():
+    """h-maxima never returns on NaN input (scikit-image): non-finite values count as 0."""
+    rng = np.random.default_rng(0)
+    p = rng.random((2, 40, 40)).astype(np.float32)
+    p[:, 5:10, 5:10] = np.nan
+    labels = instances_from_probabilities(p, min_size=1, interior_threshold=0.3, seed_dynamic=0.1)
+    assert labels.shape == (40, 40) and (labels[5:10, 5:10] == 0).all()

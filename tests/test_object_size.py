@@ -25,8 +25,8 @@ def test_rescaled_prediction_comes_back_at_image_size(model, nuclei, monkeypatch
     seen = []
     real = P.image_planes
 
-    def spy(image, axes, channels):
-        planes = real(image, axes, channels)
+    def spy(image, axes, channels, dims=2):
+        planes = real(image, axes, channels, dims)
         seen.append((planes.height, planes.width))
         return planes
 

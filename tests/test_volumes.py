@@ -235,3 +235,13 @@ def test_3d_model_file_with_a_2d_tile_is_refused(model3d, tmp_path):
     bad.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
     with pytest.raises(ModelFileError, match="tile of a 3D model must be a list of 3 integers"):
         UNetModel.load(bad)
+
+
+def test_3d_networks_train_in_float32_on_the_cpu():
+    """oneDNN's bf16 3D convolutions gave non-finite outputs here (benchmarks/bf16_conv3d.py):
+    mixed precision on the CPU is for 2D networks only."""
+    from napari_unet.devices import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, cpu=True, spatial_dims=3) is None
+    assert autocast_dtype(cpu, cpu=False) is None  # prediction: float32 on the CPU

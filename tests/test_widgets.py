@@ -86,7 +86,7 @@ def test_train_from_layers_then_predict_labels_layer(viewer, qtbot, tmp_path, lo
     assert len(viewer.layers) == n_layers
 
     # human in the loop: correct the result, fine-tune on it
-    out.data[:10, :10] = 0
+    out.data[:10, :10] = out.data.max() + 1  # paint a missed object
     out.refresh()
     predict.run()  # the corrected layer is kept, a new one appears
     wait_job(qtbot, predict)
@@ -429,8 +429,13 @@ def test_train_3d_on_a_volume_layer_then_predict_it(make_napari_viewer, qtbot, t
     v.add_labels(labels, name="nuclei", scale=(1.75, 0.8, 0.8))
     train = TrainWidget(v)
     train.image.value, train.labels.value = v.layers["vol"], v.layers["nuclei"]
+
+    def shown(widget):  # the viewer window is not shown in tests: ask whether it was hidden
+        return not widget.native.isHidden()
+
+    assert not shown(train.patch_z) and shown(train.live_preview)  # 2D by default
     train.dims.value = 3
-    assert train.patch_z.visible and not train.live_preview.visible
+    assert shown(train.patch_z) and not shown(train.live_preview)
     configure_tiny(train, tmp_path, epochs=2)
     train.base_width.value = 4
     train.patch.value = 32
@@ -461,6 +466,7 @@ def test_predict_links_2d_objects_through_z(make_napari_viewer, qtbot, data_dir)
     v = make_napari_viewer()
     v.add_image(tifffile.imread(data_dir / "bbbc050_16cell_crop.tif")[8:16], name="stack")
     w = PredictWidget(v)
+    w.source.value = "bundled nuclei model (DSB2018)"  # a 2D nuclei model, whatever ran before
     w.image.value = v.layers["stack"]
     w.device.value = "cpu"
     w.run()

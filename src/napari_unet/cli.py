@@ -165,7 +165,7 @@ def _int_arg(name: str, value: str) -> int | tuple[int, ...]:
     try:
         parts = [int(v) for v in str(value).split(",")]
     except ValueError:
-        raise CliError(f"{name} must be an integer (or Z,Y,X for 3D models) or 'auto', got {value!r}") from None
+        raise CliError(f"{name} must be an integer or 'auto', got {value!r} (three as Z,Y,X for 3D models)") from None
     if len(parts) not in (1, 3):
         raise CliError(f"{name} takes one integer, or three (Z,Y,X) for 3D models; got {value!r}")
     return parts[0] if len(parts) == 1 else tuple(parts)

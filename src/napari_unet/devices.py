@@ -73,22 +73,26 @@ def cpu_computes_bf16() -> bool:
         return False
 
 
-def autocast_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
+def autocast_dtype(device: torch.device, cpu: bool = False, spatial_dims: int = 2) -> torch.dtype | None:
     """Mixed precision type for ``device``: bf16 on GPUs that compute it natively (compute
     capability 8.0 and newer: A100, RTX 30xx, H100), fp16 on older GPUs (V100, T4, RTX 20xx
     report bf16 "supported" but emulate it, slower than fp32). On the CPU only when ``cpu``
     is asked for (training: 2-3x faster steps, measured in docs/benchmarks.md) and the CPU
-    computes bf16 natively; prediction stays float32 there (exact overlap-tile results)."""
+    computes bf16 natively; prediction stays float32 there (exact overlap-tile results).
+    3D networks stay float32 on the CPU: oneDNN's bf16 3D convolutions (torch 2.14) returned
+    non-finite values in 62 of 120 short training runs of a small 3D U-Net here, float32 in
+    none (``benchmarks/bf16_conv3d.py``)."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         return torch.bfloat16 if major >= 8 else torch.float16
-    if device.type == "cpu" and cpu and cpu_computes_bf16():
+    if device.type == "cpu" and cpu and spatial_dims == 2 and cpu_computes_bf16():
         return torch.bfloat16
     return None
 
 
-def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> contextlib.AbstractContextManager:
-    dtype = autocast_dtype(device, cpu) if enabled else None
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False,
+             spatial_dims: int = 2) -> contextlib.AbstractContextManager:
+    dtype = autocast_dtype(device, cpu, spatial_dims) if enabled else None
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -55,6 +55,8 @@ def segment(
     p = np.asarray(probabilities, dtype=np.float32)
     if p.ndim not in (3, 4) or p.shape[0] not in (2, 3):
         raise ValueError(f"expected probabilities of shape (3 or 2, [Z,] Y, X), got {p.shape}")
+    if not np.isfinite(p).all():  # never expected; h-maxima would not return on NaN
+        p = np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0)
     if p.shape[0] == 3:
         height = p[INTERIOR]
         foreground = (1.0 - p[BACKGROUND]) > foreground_threshold

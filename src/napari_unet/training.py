@@ -377,7 +377,7 @@ class Trainer:
 
     def describe(self) -> str:
         """What is trained on what, in a line (after :meth:`prepare`)."""
-        dtype = autocast_dtype(self.device, cpu=True) if self.config.mixed_precision else None
+        dtype = autocast_dtype(self.device, cpu=True, spatial_dims=self.model.dims) if self.config.mixed_precision else None
         precision = {None: "float32", torch.bfloat16: "bfloat16 mixed precision",
                      torch.float16: "float16 mixed precision"}[dtype]
         return (f"training {self.model.config.arch} ({self.config.mode}) on {len(self.samples)} plane(s) "
@@ -734,7 +734,7 @@ class _Fit:
         return [sampler.batch(self.config.batch) for _ in range(max(1, n // self.config.batch))]
 
     def _autocast(self):
-        return autocast(self.device, self.config.mixed_precision, cpu=True)
+        return autocast(self.device, self.config.mixed_precision, cpu=True, spatial_dims=self.model.dims)
 
     def _train_mode(self, network) -> None:
         network.to(memory_format=memory_format(self.device, self.model.dims))  # prediction may have changed it

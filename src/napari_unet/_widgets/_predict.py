@@ -27,17 +27,26 @@ def tile_choices(model) -> list[tuple[str, int]]:
     """Tile sizes for a ComboBox: 0 = the model's default, shown with its value."""
     if model is None:
         return [(AUTO, 0)] + [(str(t), t) for t in TILES]
-    step = model.geometry.step
-    return [(f"auto ({model.tile})", 0)] + [(str(t), t) for t in TILES if t >= step]
+    from napari_unet.models import axes_geometry
+
+    step = axes_geometry(model.geometry)[-1].step
+    return [(f"auto ({_shown(model.tile)})", 0)] + [(str(t), t) for t in TILES if t >= step]
+
+
+def _shown(value) -> str:
+    """A tile or halo: one number, or z x y x x for 3D models."""
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def halo_choices(model) -> list[tuple[str, int]]:
     """Halos for a ComboBox: -1 = the model's own; networks with valid convolutions have no other."""
     if model is None:
         return [(AUTO, -1)] + [(str(h), h) for h in HALOS]
-    if not model.geometry.padded:
-        return [(f"auto ({model.halo}, fixed by the network)", -1)]
-    return [(f"auto ({model.halo}, from the network)", -1)] + [(str(h), h) for h in HALOS]
+    from napari_unet.models import axes_geometry
+
+    if not axes_geometry(model.geometry)[-1].padded:
+        return [(f"auto ({_shown(model.halo)}, fixed by the network)", -1)]
+    return [(f"auto ({_shown(model.halo)}, from the network)", -1)] + [(str(h), h) for h in HALOS]
 
 
 OBJECT_SIZES = [("as trained (no rescaling)", "off"), ("auto (estimate)", "auto")] + [
@@ -210,7 +219,10 @@ class PredictWidget(Container):
         try:
             model = self.model()
             axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
-            settings = PredictConfig(tile=self.tile.value or None, halo=None if self.halo.value < 0 else self.halo.value,
+            tile = self.tile.value or None
+            if tile and model.dims == 3:  # the choice is the in-plane size; z keeps the model's
+                tile = (model.tile[0], tile, tile)
+            settings = PredictConfig(tile=tile, halo=None if self.halo.value < 0 else self.halo.value,
                                      batch=int(self.batch.value), device=self.device.value,
                                      tta=bool(self.tta.value),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value,
