@@ -212,3 +212,20 @@ def test_smp_tiling_is_close_to_one_pass(nuclei):
     ref = one_pass(model, image)
     # padded convolutions: not exact, but the measured halo keeps tiles consistent
     assert np.abs(res.probabilities - ref).max() < 0.05
+
+
+@pytest.mark.parametrize("shape,tile", [((100, 77), 16), ((129, 200), 48), ((64, 64), 64)])
+def test_padded_unet_tiled_equals_one_pass(nuclei, shape, tile):
+    """The padded `unet`: with its receptive field as the halo, no tile's zero padding reaches
+    its core, so tiles stitch exactly like the valid network's (one pass over the image
+    mirror-extended by the halo)."""
+    torch.manual_seed(0)
+    model = UNetModel.create(ModelConfig(arch="unet", depth=3, base_width=8, batch_norm=True, classes=3))
+    assert model.halo == 48  # its receptive-field reach (46) rounded to a valid halo
+    model.network.eval()
+    image = np.tile(nuclei[0], (1, 2))[: shape[0], : shape[1]]
+    tiled = run(predict(model, image, "YX", PredictConfig(tile=tile), probabilities=True))
+    ref = one_pass(model, image)
+    assert np.abs(tiled.probabilities - ref).max() < 1e-5
+    smaller = run(predict(model, image, "YX", PredictConfig(tile=tile, halo=8), probabilities=True))
+    assert np.abs(smaller.probabilities - ref).max() > 1e-3  # a short halo is not exact

@@ -294,13 +294,17 @@ def test_predict_offers_the_bundled_model_and_names_auto_values(make_napari_view
     w = PredictWidget(v)
     assert w.source.value == bundled_name  # ready to predict without training anything
     assert w.tile.value == 0 and w.tile.current_choice == f"auto ({bundled.tile})"
-    assert w.halo.value == -1 and w.halo.current_choice == f"auto ({bundled.halo}, fixed by the network)"
-    assert w.halo.choices == (-1,)  # unet-paper: the valid convolutions decide
+    assert w.halo.value == -1 and w.halo.current_choice == f"auto ({bundled.halo}, from the network)"
+    assert bundled.halo == 96 and 32 in w.halo.choices  # padded unet: its receptive field, or a choice
 
-    padded = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4), tile=128)
+    paper = UNetModel.create(ModelConfig(arch="unet-paper", depth=2, base_width=4), tile=128)
     w.source.value = "model file"
-    w.model_file.value = padded.save(tmp_path / "padded.safetensors")
+    w.model_file.value = paper.save(tmp_path / "paper.safetensors")
     assert w.tile.current_choice == "auto (128)"
+    assert w.halo.current_choice == f"auto ({paper.halo}, fixed by the network)"
+    assert w.halo.choices == (-1,)  # unet-paper: the valid convolutions decide
+    padded = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4), tile=128)
+    w.model_file.value = padded.save(tmp_path / "padded.safetensors")
     assert w.halo.current_choice == f"auto ({padded.halo}, from the network)"
     assert 32 in w.halo.choices and 64 in w.tile.choices
     w.halo.value = 32

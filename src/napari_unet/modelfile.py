@@ -19,7 +19,7 @@ from torch import nn
 from . import __version__
 from .config import ModelConfig, Normalization, from_dict, to_dict
 from .io import open_temporary, output_error
-from .models import Geometry, axes_geometry, build_network, measure_halo
+from .models import Geometry, axes_geometry, build_network, network_halo
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
@@ -52,7 +52,8 @@ class UNetModel:
         tile: int | tuple[int, ...] | None = None,
         halo: int | tuple[int, ...] | None = None,
     ) -> UNetModel:
-        """A new, untrained model; the halo of padded networks is measured (see measure_halo).
+        """A new, untrained model; the halo of padded networks is their receptive field (smp:
+        measured; see :func:`napari_unet.models.network_halo`).
         ``tile`` defaults to 256 (2D) or 64x128x128 (3D)."""
         if tile is None:
             tile = DEFAULT_TILE_3D if config.dims == 3 else DEFAULT_TILE
@@ -60,7 +61,7 @@ class UNetModel:
         geometry = network.geometry
         if halo is None:
             padded = all(g.padded for g in axes_geometry(geometry))
-            halo = measure_halo(network, config.in_channels) if padded else valid_margin(geometry)
+            halo = network_halo(network, config.in_channels) if padded else valid_margin(geometry)
         tile, halo = round_tiling(geometry, tile, halo)
         return cls(
             config=config,

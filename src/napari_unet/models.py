@@ -14,6 +14,7 @@ output is, and how much halo a tile needs.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,7 @@ class PaperUNet(nn.Module):
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
         self.dims = dims
+        self.z_pooling = z_pooling
         widths = [base_width * 2**i for i in range(depth + 1)]
         pad = int(padded)
         factors = pooling_factors(depth, dims, z_pooling)
@@ -355,6 +357,67 @@ def encoder_parameters(network: nn.Module):
 
 # --------------------------------------------------------------------------------------------
 # Halo of padded networks
+
+
+def network_halo(network: nn.Module, in_channels: int) -> int | tuple[int, ...]:
+    """The halo a padded network's tiles need.
+
+    ``unet``/``unet3d``: the exact receptive-field reach (:func:`receptive_field`). With that
+    much context on every side and tile origins on the pooling grid, no zero padding inside a
+    tile reaches its core, so a tiled prediction equals one pass over the mirror-extended
+    image (tested), like ``unet-paper``'s. smp encoders reach much farther: their halo is
+    measured (:func:`measure_halo`), and tiling them is close to, not equal to, one pass.
+    """
+    if isinstance(network, PaperUNet):
+        geometries = network.geometry if network.dims == 3 else (network.geometry,)
+        reach = receptive_field(len(network.down), network.dims, network.z_pooling)
+        radii = tuple(g.round_halo(r) for g, r in zip(geometries, reach))
+        return radii if network.dims == 3 else radii[0]
+    return measure_halo(network, in_channels)
+
+
+@functools.lru_cache(maxsize=None)
+def receptive_field(depth: int, dims: int = 2, z_pooling: int | None = None) -> tuple[int, ...]:
+    """How far, per axis, an output pixel of the padded U-Net layout reaches into its input,
+    at the worst position relative to the pooling grid.
+
+    Computed, not estimated: a copy of the layout with one channel per level, made linear
+    (ReLU -> identity, max -> average pooling: every structural path then carries a non-zero
+    weight), in float64; the support of the gradient of output pixels at every phase of the
+    pooling grid is the receptive field. Along each axis separately (the layers act per axis).
+    """
+    torch.manual_seed(0)
+    net = PaperUNet(1, 1, depth, 1, False, padded=True, dims=dims, z_pooling=z_pooling).double()
+    for name, module in list(net.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, child_name, nn.Identity())
+    pool = nn.AvgPool2d if dims == 2 else nn.AvgPool3d
+    net.pools = nn.ModuleList([pool(p.kernel_size) for p in net.pools])
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            nn.init.uniform_(m.weight, 0.5, 1.5)  # positive: no path cancels another
+    geometries = net.geometry if dims == 3 else (net.geometry,) * 2
+    steps = [g.step for g in geometries]
+    reach = []
+    for axis in range(dims):
+        bound = 8 * 2**depth + 4 * steps[axis]
+        shape = [4 * s for s in steps]
+        shape[axis] = 2 * bound
+        x = torch.zeros(1, 1, *shape, dtype=torch.float64, requires_grad=True)
+        out = net(x)
+        centre = [n // 2 for n in shape]
+        total = 0
+        for phase in range(steps[axis]):
+            index = list(centre)
+            index[axis] = bound - bound % steps[axis] + phase
+            total = total + out[(0, 0) + tuple(index)]
+        total.backward()
+        support = x.grad[0, 0].abs().sum(dim=tuple(a for a in range(dims) if a != axis)).numpy()
+        nz = support.nonzero()[0]
+        first = bound - bound % steps[axis]
+        reach.append(int(max(first - nz.min(), nz.max() - (first + steps[axis] - 1))))
+    return tuple(reach)
 
 
 def measure_halo(

@@ -32,7 +32,7 @@ from .devices import (autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memo
 from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
 from .instances import grid_for, object_size, tune_steps
 from .modelfile import UNetModel, round_tiling
-from .models import axes_geometry, encoder_modules, encoder_parameters, measure_halo, replace_head
+from .models import axes_geometry, encoder_modules, encoder_parameters, network_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
 
 
@@ -901,7 +901,7 @@ class _Fit:
             saved = copy.copy(model)
             saved.network = copy.deepcopy(model.network).cpu()
             if all(g.padded for g in axes_geometry(model.geometry)):
-                saved.halo = measure_halo(saved.network, model.config.in_channels)
+                saved.halo = network_halo(saved.network, model.config.in_channels)
                 model.halo = saved.halo
             saved.save(self.out)
             self.saved = True
