@@ -482,3 +482,32 @@ def test_predict_links_2d_objects_through_z(make_napari_viewer, qtbot, data_dir)
     linked = v.layers["stack U-Net labels"].data
     assert (linked > 0).sum() == (plain > 0).sum()
     assert len(np.unique(linked)) < len(np.unique(plain))
+
+
+def test_export_to_bioimageio_then_open_the_package_in_predict(make_napari_viewer, qtbot, tmp_path, nuclei, monkeypatch):
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._state import CURRENT
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    v = make_napari_viewer()
+    v.add_image(nuclei[0], name="img")
+    w = PredictWidget(v)  # the bundled model is chosen
+    w.device.value = "cpu"
+    w.export(tmp_path / "nuclei.zip")
+    assert "authors" in w.status.value and not (tmp_path / "nuclei.zip").exists()
+    w.authors.value = "A. Biologist, B. Engineer"
+    w.export(tmp_path / "nuclei.zip")
+    wait_job(qtbot, w, timeout=120_000)
+    assert w.status.value.startswith("Wrote nuclei.zip"), w.status.value
+    w.run()
+    wait_job(qtbot, w)
+    bundled = v.layers["img U-Net labels"].data.copy()
+
+    w.source.value = "model file"
+    w.model_file.value = tmp_path / "nuclei.zip"
+    assert not w.trust_code.native.isHidden() and not w.trust_code.value  # a package: offered, off by default
+    assert w.run_button.enabled, w.status.value  # our own package needs no trust
+    w.run()
+    wait_job(qtbot, w)
+    again = v.layers["img U-Net labels"].data
+    assert bundled.max() > 20 and np.array_equal(again, bundled)  # the same ids from the package

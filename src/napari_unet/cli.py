@@ -84,7 +84,7 @@ def _output_paths(inputs: list[Path], out_dir: Path, probabilities: bool) -> lis
 def cmd_predict(args: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .io import expand_inputs, read_image, read_pixel_size, tiff_memmap
-    from .modelfile import UNetModel
+    from .modelfile import load_model
     from .predict import image_planes, labels_dtype, predict
 
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
@@ -93,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tile=tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
         tta=args.tta, object_size=object_size_arg(args.object_size), link_z=args.link_z,
     )
-    model = UNetModel.load(args.model)
+    model = load_model(args.model, trust_code=args.trust_code)
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -198,6 +198,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .io import read_image
+    from .modelfile import load_model
+    from .predict import image_planes
+    from .sample import SAMPLE_IMAGE
+    from .zoo import export_package
+
+    model = load_model(args.model)
+    if args.image is None:
+        if model.config.in_channels != 1 or model.dims != 2:
+            raise CliError("give --image: a real image of this model's kind for the package's test tensors "
+                           f"({model.config.in_channels} channel(s), {model.dims}D)")
+        source = SAMPLE_IMAGE
+        print(f"test tensors from the bundled sample image {source.name} (give --image to use one of yours)", file=sys.stderr)
+    else:
+        source = Path(args.image)
+    planes = image_planes(read_image(source), args.axes, model.config.in_channels, model.dims)
+    full = (slice(None),) * len(planes.spatial)
+    image = planes.read(0, *full)
+    extra = Path(args.documentation).read_text(encoding="utf-8") if args.documentation else ""
+    out = export_package(
+        model, args.bioimageio, image, authors=args.author, name=args.name, description=args.description,
+        license=args.license, documentation=extra,
+    )
+    print(f"wrote bioimage.io package {out} (format 0.5: pytorch_state_dict and torchscript weights, "
+          "test tensors, halo); check it with: bioimageio test " + str(out), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # parser
 
 
@@ -249,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "it; the image is rescaled to the object size the model learned")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a bioimage.io package not made by napari-unet to run its code (TorchScript, "
+                        "architecture files): only for packages whose authors you trust")
+
+    p = sub.add_parser("export", help="write a model as a bioimage.io package (.zip), for Fiji, ilastik, QuPath, BiaPy")
+    p.add_argument("model", help="model file (.safetensors) or package")
+    p.add_argument("--bioimageio", required=True, metavar="OUT.zip", help="package to write")
+    p.add_argument("--author", action="append", required=True, metavar="NAME",
+                   help="author of the model (repeat for several)")
+    p.add_argument("--image", help="a real image for the package's test input and output "
+                                   "(default: the bundled nuclei image, for 1-channel 2D models)")
+    p.add_argument("--axes", help="axes of --image, e.g. YX, CYX, ZYX (default: guessed)")
+    p.add_argument("--name", help="model name (default: architecture, mode and dimensions)")
+    p.add_argument("--description", help="one-sentence description")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id (default CC-BY-4.0)")
+    p.add_argument("--documentation", metavar="FILE.md", help="Markdown appended to the package's documentation "
+                                                               "(training data, intended use)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="segment the bundled nuclei image with the bundled model")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")

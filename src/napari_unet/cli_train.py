@@ -77,14 +77,16 @@ def add_commands(sub) -> None:
     p.add_argument("--fp32", action="store_true", default=None,
                    help="train in float32 (default: bfloat16 mixed precision where the GPU or CPU computes it natively)")
     p.add_argument("--axes", help="axes of every image, e.g. YX, ZYX, TZYX, CYX (default: guessed per image)")
-    p.add_argument("--init", help="model file to fine-tune from")
+    p.add_argument("--init", help="model file or bioimage.io package (.zip) to fine-tune from")
+    p.add_argument("--trust-code", action="store_true", help="allow a --init package not made by napari-unet to run its code")
     p.add_argument("--config", help="JSON settings (e.g. saved by the napari Train widget); flags override it")
     p.add_argument("--report", help="folder for curves, examples and metrics (PNG + JSON)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="predict labelled images and print metrics as JSON")
-    p.add_argument("model", help="model file")
+    p.add_argument("model", help="model file or bioimage.io package (.zip)")
+    p.add_argument("--trust-code", action="store_true", help="allow a package not made by napari-unet to run its code")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--labels", required=True, help="folder of labels with the same file names")
     p.add_argument("--report", help="folder for example images and metrics (PNG + JSON)")
@@ -122,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data import pairs_from_folders
-    from .modelfile import UNetModel
+    from .modelfile import UNetModel, load_model
     from .training import Trainer
 
     config = train_config_from_args(args)
@@ -140,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.axes:
         for pair in pairs:
             pair.axes = args.axes
-    init = UNetModel.load(args.init) if args.init else None
+    init = load_model(args.init, trust_code=args.trust_code) if args.init else None
     trainer = Trainer(pairs, config, out=args.out, init=init)
     print(trainer.describe(), file=sys.stderr)
     bar = None
@@ -234,11 +236,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .config import PredictConfig
     from .data import pairs_from_folders
-    from .modelfile import UNetModel
+    from .modelfile import UNetModel, load_model
     from .predict import predict, run
     from .evaluation import evaluate_pairs
 
-    model = UNetModel.load(args.model)
+    model = load_model(args.model, trust_code=args.trust_code)
     pairs = pairs_from_folders(args.images, args.labels)
     from .cli import object_size_arg
 

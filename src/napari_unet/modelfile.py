@@ -99,6 +99,11 @@ class UNetModel:
         from safetensors.torch import save
 
         path = Path(path)
+        if getattr(self.network, "foreign", False):
+            raise ModelFileError(
+                f"cannot write {path}: this network comes from a bioimage.io package not made by napari-unet "
+                "and cannot be stored in a napari-unet model file; use the package itself"
+            )
         tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.network.state_dict().items()}
         payload = save(tensors, metadata={FORMAT: json.dumps(self.metadata())})
         atomic_write_bytes(path, payload)
@@ -114,6 +119,12 @@ class UNetModel:
         """
         path = Path(path)
         meta, tensors = _read(path)
+        return cls.from_metadata(path, meta, tensors)
+
+    @classmethod
+    def from_metadata(cls, path: str | Path, meta: dict, tensors: dict) -> UNetModel:
+        """A model from its header ``meta`` and ``tensors``, checked as :meth:`load` checks a
+        file (``path`` names the source in errors). Also used for bioimage.io packages."""
         if not isinstance(meta.get("model"), dict):
             raise ModelFileError(f"{path}: this file has no model settings (no 'model' object in its header)")
         try:
@@ -148,6 +159,16 @@ class UNetModel:
             halo=valid_margin(network.geometry) if halo is None else halo,
             **extras,
         )
+
+
+def load_model(path: str | Path, trust_code: bool = False) -> UNetModel:
+    """A napari-unet model file (.safetensors) or a bioimage.io package (.zip, rdf.yaml): see
+    :func:`napari_unet.zoo.import_package` for what ``trust_code`` allows."""
+    from .zoo import import_package, is_package
+
+    if is_package(path):
+        return import_package(path, trust_code=trust_code)
+    return UNetModel.load(path)
 
 
 #: limits on what a model file may ask for: far above any real U-Net (the paper's has 31

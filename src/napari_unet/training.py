@@ -324,6 +324,11 @@ class Trainer:
         if not pairs:
             raise TrainingError("no training images given")
         self.started = clock()  # the time limit counts the preparation too
+        if init is not None and getattr(init.network, "foreign", False):
+            raise TrainingError(
+                "this model comes from a bioimage.io package not made by napari-unet: napari-unet can "
+                "fine-tune its own architectures only (unet, unet-paper, smp, and their 3D forms)"
+            )
         if init is not None and init.config.dims != config.dims:
             config = replace(config, dims=init.config.dims, z_pooling=init.config.z_pooling)  # the network decides
         if init is not None and init.config.mode == "instance" == config.mode:

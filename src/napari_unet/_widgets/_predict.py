@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton, ProgressBar, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, ProgressBar, SpinBox
 
 from ._layers import axes_choices, checksum, layer_choices, resolve_axes, spatial_transform
 from ._state import CURRENT
@@ -82,7 +82,12 @@ class PredictWidget(Container):
         self.source = ComboBox(label="model", choices=[LAST, BUNDLED, FILE], value=BUNDLED,
                                tooltip="The model trained (or loaded) in this session, the nuclei model that "
                                        "comes with napari-unet (trained on DSB2018 fluorescence nuclei), or a file")
-        self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors")
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.safetensors *.zip *.yaml",
+                                   tooltip="A napari-unet model (.safetensors) or a bioimage.io package (.zip, rdf.yaml)")
+        self.trust_code = CheckBox(
+            text="trust this package's code", value=False,
+            tooltip="bioimage.io packages not made by napari-unet contain code (TorchScript, Python files) that "
+                    "runs when they are used. Tick only for packages whose authors you trust.")
         self.tile = ComboBox(label="tile", choices=tile_choices(None), value=0,
                              tooltip="Output pixels per tile side; the halo is added around it. auto = the "
                                      "model's default. Larger tiles are faster but need more memory.")
@@ -104,13 +109,18 @@ class PredictWidget(Container):
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
+        self.authors = LineEdit(label="authors", value="",
+                                tooltip="Who made the model (comma-separated), for the bioimage.io package")
+        self.export_button = PushButton(text="Export to bioimage.io...",
+                                        tooltip="Save the chosen model as a bioimage.io package (.zip) for Fiji "
+                                                "(deepImageJ), ilastik, QuPath or BiaPy; the image layer gives its test data")
         self.link_z = CheckBox(
             text="link objects through z", value=False,
             tooltip="2D instance models on Z stacks: objects of consecutive planes that overlap (IoU > 0.25) "
                     "get one id, like Cellpose's stitch threshold; 3D models separate objects in 3D anyway")
-        self.extend([self.image, self.axes, self.source, self.model_file, self.tile, self.halo, self.batch,
-                     self.device, self.object_size, self.tta, self.link_z, self.probabilities, self.run_button,
-                     self.cancel, self.progress, self.status])
+        self.extend([self.image, self.axes, self.source, self.model_file, self.trust_code, self.tile, self.halo,
+                     self.batch, self.device, self.object_size, self.tta, self.link_z, self.probabilities,
+                     self.run_button, self.cancel, self.progress, self.status, self.authors, self.export_button])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
         self._loaded: tuple[tuple, object] | None = None  # ((path, mtime), model) of the last file read
@@ -120,6 +130,8 @@ class PredictWidget(Container):
         self.image.changed.connect(self._refresh)
         self.source.changed.connect(self._refresh)
         self.model_file.changed.connect(self._refresh)
+        self.trust_code.changed.connect(self._refresh)
+        self.export_button.changed.connect(self._ask_export)
         self.closed = False
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
@@ -153,12 +165,14 @@ class PredictWidget(Container):
         running = self.job is not None and self.job.running
         self.axes.choices = axes_choices(self.image.value)
         self.model_file.visible = self.source.value == FILE
+        self.trust_code.visible = self._package_chosen()
         model = self._chosen()
         self.tile.choices = tile_choices(model)
         self.halo.choices = halo_choices(model)
         self.object_size.choices = object_size_choices(model)
         self.object_size.visible = model is not None and model.config.mode == "instance"
         self.run_button.enabled = self.image.value is not None and model is not None and not running
+        self.export_button.enabled = self.run_button.enabled
         self.cancel.enabled = running
         if running:
             return
@@ -166,9 +180,14 @@ class PredictWidget(Container):
             self.status.value = "Add an image layer to predict."
         elif model is None:
             self.status.value = (self._load_error or ("Train a model first (Train U-Net)." if self.source.value == LAST
-                                                      else "Choose a model file (.safetensors)."))
+                                                      else "Choose a model file (.safetensors) or a bioimage.io package (.zip)."))
         elif self.status.value.startswith(("Add an image", "Train a model", "Choose a model", "Cannot use")):
             self.status.value = ""
+
+    def _package_chosen(self) -> bool:
+        from napari_unet.zoo import is_package
+
+        return self.source.value == FILE and is_package(str(self.model_file.value))
 
     def _path(self) -> Path | None:
         """The file the model source names (None: the model trained in this session)."""
@@ -182,7 +201,7 @@ class PredictWidget(Container):
 
     def _chosen(self):
         """The model the source names, read from its file once (None if there is none)."""
-        from napari_unet.modelfile import ModelFileError, UNetModel
+        from napari_unet.modelfile import ModelFileError, load_model
 
         self._load_error = ""
         path = self._path()
@@ -190,10 +209,11 @@ class PredictWidget(Container):
             return CURRENT.model
         if not path.is_file():
             return None
-        key = (str(path), path.stat().st_mtime_ns)
+        trust = bool(self.trust_code.value) and self._package_chosen()
+        key = (str(path), path.stat().st_mtime_ns, trust)
         if self._loaded is None or self._loaded[0] != key:
             try:
-                self._loaded = (key, UNetModel.load(path))
+                self._loaded = (key, load_model(path, trust_code=trust))
             except ModelFileError as err:
                 self._load_error = f"Cannot use this model: {err}"
                 return None
@@ -246,6 +266,50 @@ class PredictWidget(Container):
         if self.job is not None and self.job.running:
             self.job.cancel()
 
+    # -- export ---------------------------------------------------------------------------
+
+    def _ask_export(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        start = str((self._path() or Path.home() / "model").with_suffix(".zip"))
+        path, _ = QFileDialog.getSaveFileName(self.native, "Export to bioimage.io", start, "bioimage.io package (*.zip)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str | Path) -> None:
+        """Write the chosen model as a bioimage.io package, in a worker thread; its test data
+        come from the centre of the chosen image layer."""
+        from napari_unet.predict import image_planes
+        from napari_unet.zoo import export_job
+
+        if self.job is not None and self.job.running:
+            return
+        authors = [a.strip() for a in str(self.authors.value).split(",") if a.strip()]
+        try:
+            if not authors:
+                raise ValueError("give the model's authors (comma-separated) for the package")
+            model = self.model()
+            layer = self.image.value
+            if layer is None:
+                raise ValueError("add an image layer: the package's test data come from it")
+            axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
+            planes = image_planes(layer.data, axes, model.config.in_channels, model.dims)
+            image = planes.read(0, *((slice(None),) * len(planes.spatial)))
+            gen = export_job(model, path, image, authors=authors)
+        except (ValueError, RuntimeError) as err:
+            self.status.value = f"Cannot export: {err}"
+            return
+        self.status.value = f"Exporting to {Path(path).name}..."
+        self.job = Job(gen, lambda p: None, self._on_exported, self._on_error, self._on_finish)
+        self.job.start("U-Net: exporting to bioimage.io")
+        self._refresh()
+
+    def _on_exported(self, result) -> None:
+        if not self.closed and result is not CANCELLED:
+            self.exported = Path(result)
+            self.status.value = (f"Wrote {self.exported.name}: a bioimage.io package (open it again here, or in "
+                                 "Fiji, ilastik, QuPath)")
+
     def _on_progress(self, p) -> None:
         if self.closed:
             return
@@ -257,7 +321,7 @@ class PredictWidget(Container):
 
     def _on_error(self, err: Exception) -> None:
         if not self.closed:  # napari's notifications show it too
-            self.status.value = f"Prediction failed: {err}"
+            self.status.value = f"{'Export' if self.status.value.startswith('Exporting') else 'Prediction'} failed: {err}"
 
     def _on_finish(self) -> None:
         if not self.closed:
