@@ -1,9 +1,11 @@
 """Take the user guide's screenshots in a real napari window (run under Xvfb):
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py [--only export|3d]
 
 Steps: open the sample data, dock both widgets, train a few epochs from the layers, predict
 with the bundled model, correct a label, fine-tune. Writes docs/images/guide_*.png.
+``--only export``: export the bundled model to bioimage.io from the Predict widget, then open the
+package again (guide_6, guide_7). ``--only 3d MODEL VOLUME``: a 3D rendering of a predicted volume.
 """
 
 from __future__ import annotations
@@ -94,5 +96,55 @@ def main() -> None:
     viewer.close()
 
 
+def export() -> None:
+    viewer = napari.Viewer(title="napari-unet user guide")
+    viewer.window._qt_window.resize(1800, 1100)
+    viewer.open_sample("napari-unet", "nuclei")
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    predict.image.value = viewer.layers["nuclei"]
+    predict.authors.value = "A. Biologist"
+    package = Path(tempfile.mkdtemp()) / "nuclei_model.zip"
+    predict.export(package)
+    wait(predict)
+    shot(viewer, "6_exported")
+    predict.source.value = "model file"
+    predict.model_file.value = str(package)
+    predict.run()
+    wait(predict)
+    viewer.layers["nuclei labels"].visible = False
+    shot(viewer, "7_package_predicted")
+    viewer.close()
+
+
+def volume(model: str, image: str) -> None:
+    import tifffile
+
+    viewer = napari.Viewer(title="napari-unet user guide", ndisplay=3)
+    viewer.window._qt_window.resize(1800, 1100)
+    data = tifffile.imread(image)
+    viewer.add_image(data, name="nuclei volume", scale=(2.0, 1.0, 1.0), rendering="attenuated_mip")
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    predict.image.value = viewer.layers["nuclei volume"]
+    predict.source.value = "model file"
+    predict.model_file.value = model
+    predict.device.value = "cpu"
+    predict.run()
+    wait(predict)
+    viewer.layers["nuclei volume"].visible = False
+    viewer.camera.angles = (15, -30, 60)
+    viewer.camera.zoom = 1.5
+    shot(viewer, "8_volume_3d")
+    viewer.close()
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--only"] and sys.argv[2] == "export":
+        export()
+    elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "3d":
+        volume(sys.argv[3], sys.argv[4])
+    else:
+        main()
