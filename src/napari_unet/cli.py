@@ -83,7 +83,7 @@ def _output_paths(inputs: list[Path], out_dir: Path, probabilities: bool) -> lis
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .config import PredictConfig
-    from .io import expand_inputs, read_image, read_pixel_size, tiff_memmap
+    from .io import expand_inputs, open_image, read_pixel_size, tiff_memmap
     from .modelfile import load_model
     from .predict import image_planes, labels_dtype, predict
 
@@ -94,6 +94,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         tta=args.tta, object_size=object_size_arg(args.object_size), link_z=args.link_z,
     )
     model = load_model(args.model, trust_code=args.trust_code)
+    if str(args.out).rstrip("/").lower().endswith(".zarr"):
+        return _predict_zarr(args, model, settings)
+    if args.workers or args.scheduler or args.level is not None:
+        raise CliError("--workers, --scheduler and --level work with a zarr output: give --out NAME.zarr")
+    from .io import is_zarr
+
+    zarr_inputs = [p for p in args.inputs if is_zarr(p)]
+    if zarr_inputs:
+        raise CliError(f"{zarr_inputs[0]} is a zarr store: predict it into a zarr store, --out NAME.zarr")
     inputs = expand_inputs(args.inputs)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -101,7 +110,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     jobs = _output_paths(inputs, out_dir, args.probabilities)
     out_dir.mkdir(parents=True, exist_ok=True)
     for src, labels_path, prob_path in jobs:
-        image = read_image(src)
+        image = open_image(src)  # lazy: memory map, or chunk by chunk for compressed TIFFs
         planes = image_planes(image, args.axes, model.config.in_channels, model.dims)
         gen_kwargs = {}
         size = read_pixel_size(src)  # the input's calibration goes to the outputs
@@ -126,6 +135,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{result.seconds:.1f} s -> {labels_path}",
             file=sys.stderr,
         )
+    return 0
+
+
+def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
+    """One image (TIFF, zarr, OME-Zarr) into a zarr store, block by block (resumable)."""
+    from .blockwise import BlockwiseError, predict_blockwise, start_client
+
+    if len(args.inputs) != 1:
+        raise CliError(f"a zarr output holds one image; got {len(args.inputs)} inputs")
+    if args.probabilities:
+        raise CliError("--probabilities is not available with a zarr output yet")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be at least 1, got {args.workers}")
+    block = _int_arg("--block", args.block) if args.block else 1024
+    context = _int_arg("--context", args.context) if args.context else 64
+    client = None
+    try:
+        if args.workers or args.scheduler:
+            client = start_client(args.workers, args.scheduler)
+        gen = predict_blockwise(model, args.inputs[0], args.out, args.axes, settings, block=block, context=context,
+                                level=args.level, client=client, min_size=args.min_size)
+        result = _drive(gen, Path(args.inputs[0]).name, args.quiet)
+    except BlockwiseError as err:
+        raise CliError(str(err)) from None
+    finally:
+        if client is not None:
+            client.close()
+            cluster = getattr(client, "cluster", None)
+            if cluster is not None:
+                cluster.close()
+    resumed = f", {result.skipped} found finished (resumed)" if result.skipped else ""
+    objects = f", {result.objects} objects" if result.objects is not None else ""
+    print(f"{Path(args.inputs[0]).name}: {result.blocks} blocks{resumed}{objects}; {result.seconds:.1f} s -> "
+          f"{result.store}/labels", file=sys.stderr)
     return 0
 
 
@@ -263,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels for TIFF images with the overlap-tile strategy")
     p.add_argument("model", help="model file")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF files or folders of TIFFs")
-    p.add_argument("--out", required=True, help="output folder (labels as <name>.tif)")
+    p.add_argument("--out", required=True, help="output folder (labels as <name>.tif), or a zarr store NAME.zarr "
+                                                "(one image, predicted block by block: any size, resumable)")
     p.add_argument("--tile", help="output core of a tile in pixels, or Z,Y,X for 3D models (default: the model's)")
     p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
@@ -283,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
+    p.add_argument("--block", help="zarr output: block size in pixels (a multiple of the tile; default 1024)")
+    p.add_argument("--context", help="zarr output, instance models: pixels around a block used to separate its "
+                                     "objects; objects smaller than this match the in-memory result (default 64)")
+    p.add_argument("--level", type=int, help="OME-Zarr input: resolution level to predict (default 0, full resolution)")
+    p.add_argument("--workers", type=int, help="zarr output: run blocks on a local dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="zarr output: run blocks on the dask cluster at ADDRESS "
+                                                          "(e.g. tcp://10.0.0.5:8786, started with dask-jobqueue)")
     p.add_argument("--trust-code", action="store_true",
                    help="allow a bioimage.io package not made by napari-unet to run its code (TorchScript, "
                         "architecture files): only for packages whose authors you trust")

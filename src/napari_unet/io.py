@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,65 @@ def read_image(path: str | Path, memmap: bool = True) -> np.ndarray:
     if array.size == 0:
         raise ImageFileError(f"cannot read {path}: it holds no image data (damaged or empty TIFF)")
     return array
+
+
+def is_zarr(path: str | Path) -> bool:
+    """A zarr store (v2 or v3 folder): ``*.zarr``, or a folder with zarr metadata."""
+    path = Path(path)
+    return path.suffix.lower() == ".zarr" or (
+        path.is_dir() and any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup")))
+
+
+def open_image(path: str | Path, level: int | None = None) -> Any:
+    """The image in ``path`` without reading it whole: an uncompressed TIFF as a memory map, a
+    compressed or tiled TIFF through tifffile's zarr interface (``aszarr``: read chunk by chunk),
+    a zarr array, or the ``level`` of an OME-Zarr (NGFF) multiscale image (default: the full
+    resolution). Slicing the result reads only what is asked for."""
+    path = Path(path)
+    if is_zarr(path):
+        return _open_zarr(path, level)
+    if level not in (None, 0):
+        raise ImageFileError(f"--level {level}: {path} is a TIFF; levels are for OME-Zarr images")
+    if not path.exists():
+        raise ImageFileError(f"image {path} does not exist")
+    with contextlib.suppress(Exception):
+        return tifffile.memmap(path, mode="r")
+    import zarr
+
+    try:
+        store = tifffile.imread(path, aszarr=True)
+        array = zarr.open(store, mode="r")
+    except Exception as err:  # noqa: BLE001 - damaged or not a TIFF: the whole read explains it
+        return read_image(path, memmap=False)
+    if not hasattr(array, "shape"):  # a pyramidal TIFF: its full-resolution level
+        array = array["0"]
+    return array
+
+
+def _open_zarr(path: Path, level: int | None) -> Any:
+    import zarr
+
+    if not path.exists():
+        raise ImageFileError(f"zarr store {path} does not exist")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # noqa: BLE001 - zarr raises many kinds
+        raise ImageFileError(f"{path} is not a zarr store ({type(err).__name__}: {err})") from None
+    if hasattr(node, "shape"):
+        if level not in (None, 0):
+            raise ImageFileError(f"--level {level}: {path} is a single zarr array, not a multiscale image")
+        return node
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        arrays = sorted(k for k, _ in node.arrays())
+        raise ImageFileError(f"{path} is a zarr group without OME-Zarr multiscales metadata; open one of its "
+                             f"arrays instead ({', '.join(str(path / a) for a in arrays[:5]) or 'it has none'})")
+    datasets = multiscales[0]["datasets"]
+    k = 0 if level is None else level
+    if not 0 <= k < len(datasets):
+        raise ImageFileError(f"--level {level}: {path} has levels 0 to {len(datasets) - 1}")
+    return node[datasets[k]["path"]]
 
 
 # ---------------------------------------------------------------------------------------------

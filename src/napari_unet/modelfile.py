@@ -96,17 +96,13 @@ class UNetModel:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically; an existing file at ``path`` is replaced only once all is written."""
-        from safetensors.torch import save
-
         path = Path(path)
         if getattr(self.network, "foreign", False):
             raise ModelFileError(
                 f"cannot write {path}: this network comes from a bioimage.io package not made by napari-unet "
                 "and cannot be stored in a napari-unet model file; use the package itself"
             )
-        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.network.state_dict().items()}
-        payload = save(tensors, metadata={FORMAT: json.dumps(self.metadata())})
-        atomic_write_bytes(path, payload)
+        atomic_write_bytes(path, self.to_bytes())
         return path
 
     @classmethod
@@ -120,6 +116,19 @@ class UNetModel:
         path = Path(path)
         meta, tensors = _read(path)
         return cls.from_metadata(path, meta, tensors)
+
+    def to_bytes(self) -> bytes:
+        """The model file's bytes (what :meth:`save` writes)."""
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.network.state_dict().items()}
+        return save(tensors, metadata={FORMAT: json.dumps(self.metadata())})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "model") -> UNetModel:
+        """A model from the bytes of a model file (e.g. sent to a cluster worker)."""
+        meta, tensors = _read_bytes(data, Path(name))
+        return cls.from_metadata(name, meta, tensors)
 
     @classmethod
     def from_metadata(cls, path: str | Path, meta: dict, tensors: dict) -> UNetModel:
@@ -275,14 +284,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _read(path: Path) -> tuple[dict, dict]:
     """Metadata and tensors, with a clear error for anything that is not our file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     if not path.exists():
         raise ModelFileError(f"model file {path} does not exist")
     if path.is_dir():
         raise ModelFileError(f"{path} is a folder, not a model file")
-    data = path.read_bytes()
+    return _read_bytes(path.read_bytes(), path)
+
+
+def _read_bytes(data: bytes, path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     # a safetensors file starts with its header's length (8 bytes, little-endian) and then the
     # JSON header: its first byte may be anything (0x80 for a header of 128 + 256k bytes), so
     # only a file that is not safetensors-shaped is taken for a pickle (zip "PK" or protocol 0x80)

@@ -187,6 +187,8 @@ def predict_tiles(
     activation: str = "softmax",
     tta: bool = False,
     threshold: float | None = None,
+    region: tuple[slice, ...] | None = None,
+    plane: int = 0,
 ) -> Generator[TileProgress, None, TiledResult]:
     """Predict every plane tile by tile; yield progress after each batch of tiles.
 
@@ -198,11 +200,21 @@ def predict_tiles(
     Writes argmax classes into ``labels_out`` (shape ``planes.label_shape``) and/or per-class
     probabilities into ``probabilities_out`` (classes first, then ``planes.label_shape``).
     Either may be a memory map or zarr array; only one batch of tiles is held in memory.
+
+    ``region`` (one slice per spatial axis, starts on the tile grid): predict only the tiles
+    of plane ``plane`` whose cores start inside it, and write outputs of the region's shape
+    (spatial axes only; see :mod:`napari_unet.blockwise`). The tiles, and so the result, are
+    those of the whole-image prediction.
     """
     start = time.perf_counter()
-    origins = plan.origins
-    total = planes.n * len(origins)
-    jobs = [(i, o) for i in range(planes.n) for o in origins]
+    if region is None:
+        jobs = [(i, o) for i in range(planes.n) for o in plan.origins]
+    else:
+        region = tuple(slice(r.start, min(r.stop, n)) for r, n in zip(region, plan.shape))
+        if any(r.start % c for r, c in zip(region, plan.core)):
+            raise ValueError(f"region {region} does not start on the tile grid (cores of {plan.core})")
+        jobs = [(plane, o) for o in itertools.product(*(range(r.start, r.stop, c) for r, c in zip(region, plan.core)))]
+    total = len(jobs)
     state = {"batch": max(1, int(batch)), "reduced": False}
     fmt = memory_format(device, plan.ndim)
     channels_last = fmt != torch.contiguous_format
@@ -236,7 +248,12 @@ def predict_tiles(
                 for k, (i, origin) in enumerate(chunk[a:b]):
                     sizes = [min(c, n - o) for c, n, o in zip(plan.core, plan.shape, origin)]
                     p = core[(k, slice(None)) + tuple(slice(0, n) for n in sizes)]
-                    where = planes.label_index(i, *(slice(o, o + n) for o, n in zip(origin, sizes)))
+                    if region is None:
+                        where = planes.label_index(i, *(slice(o, o + n) for o, n in zip(origin, sizes)))
+                    else:  # local to the region; a tile may reach past the region's end: cut it
+                        sizes = [min(n, r.stop - o) for n, r, o in zip(sizes, region, origin)]
+                        p = p[(slice(None),) + tuple(slice(0, n) for n in sizes)]
+                        where = tuple(slice(o - r.start, o - r.start + n) for o, r, n in zip(origin, region, sizes))
                     if labels_out is not None:
                         labels_out[where] = decide(p, threshold)
                     if probabilities_out is not None:

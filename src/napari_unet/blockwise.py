@@ -1,0 +1,434 @@
+"""Blockwise prediction into a zarr store: images larger than memory, on one machine or a dask
+cluster, resumable.
+
+The image is cut into blocks on the overlap-tile grid (a block is a whole number of tile cores).
+Each block is predicted by the tiles of the whole-image prediction that fall into it, with their
+halo read from the neighbouring image and mirrored at the image borders, so a blockwise result
+equals the in-memory one, whichever process computes which block.
+
+Semantic models write their classes block by block. Instance models take three passes, each
+over blocks and each bounded in memory by a few blocks:
+
+A. probabilities of each block (float16, into the store's scratch group);
+B. objects of each block, from the probabilities of the block plus ``context`` pixels on every
+   side (seeded watershed, as in memory). An object belongs to the block that holds its first
+   pixel in raster order; the block keeps its own objects, whole, also where they reach into
+   the neighbours;
+C. each block's labels: its own objects, then the neighbours' objects that reach into it, with
+   ids made global (a block's first id follows all objects of the blocks before it).
+
+Objects smaller than the context are computed from the same probabilities as in memory, and so
+get the same pixels; every object has one id. Finished blocks are marked in the store after
+their data; running the same command again skips them. The store says ``complete`` only at the
+very end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Generator, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import normalization as norm
+from .config import PredictConfig
+from .instances import PostProcessing
+from .io import ImageFileError, is_zarr, open_image
+from .modelfile import UNetModel
+from .tiling import TileProgress, plan_tiles, predict_tiles
+
+STORE_FORMAT = "napari-unet blockwise prediction"
+STORE_VERSION = 1
+DEFAULT_BLOCK = 1024
+DEFAULT_CONTEXT = 64
+
+
+class BlockwiseError(ValueError):
+    """A blockwise prediction cannot start or go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to compute blocks: small, picklable, identical everywhere."""
+
+    image: str  # path of the input
+    level: int | None
+    axes: str | None
+    out: str  # the zarr store
+    settings: PredictConfig
+    block: tuple[int, ...]
+    context: tuple[int, ...]
+    model_key: str  # sha256 of the model file's bytes
+    min_size: int | None = None
+
+
+@dataclass
+class BlockResult:
+    store: Path
+    labels: Any  # the zarr array of labels
+    blocks: int
+    skipped: int  # blocks found finished in the store (resumed)
+    seconds: float
+    objects: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# the grid
+
+
+def _grid(shape: tuple[int, ...], block: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return list(itertools.product(*(range(0, n, b) for n, b in zip(shape, block))))
+
+
+def _core(start: tuple[int, ...], block: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(s, min(s + b, n)) for s, b, n in zip(start, block, shape))
+
+
+def round_block(block: int | tuple[int, ...], core: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Blocks are whole numbers of tile cores (the tiles of a block are the whole image's)."""
+    blocks = block if isinstance(block, tuple) else (block,) * len(core)
+    return tuple(min(max(c, round(b / c) * c), math.ceil(n / c) * c) for b, c, n in zip(blocks, core, shape))
+
+
+# --------------------------------------------------------------------------------------------
+# per worker: the model and the image, opened once
+
+
+_CACHE: dict[str, Any] = {}
+
+
+def _setup(job: Job, model_bytes: bytes | None = None):
+    """(model, planes, plan, lo, hi) of ``job`` in this process (cached)."""
+    from .predict import image_planes
+
+    key = (job.model_key, job.image, job.level, job.axes, job.out)
+    if _CACHE.get("key") == key:
+        return _CACHE["value"]
+    model = _CACHE.get("models", {}).get(job.model_key)
+    if model is None:
+        if model_bytes is None:
+            raise BlockwiseError("the model was not sent to this worker")
+        model = UNetModel.from_bytes(model_bytes)
+        _CACHE.setdefault("models", {})[job.model_key] = model
+    import zarr
+
+    planes = image_planes(open_image(job.image, job.level), job.axes, model.config.in_channels, model.dims)
+    tile = job.settings.tile or model.tile
+    halo = model.halo if job.settings.halo is None else job.settings.halo
+    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
+    root = zarr.open_group(job.out, mode="r")
+    lo = np.asarray(root.attrs["napari_unet"]["normalization_low"], np.float32)
+    hi = np.asarray(root.attrs["napari_unet"]["normalization_high"], np.float32)
+    _CACHE["key"], _CACHE["value"] = key, (model, planes, plan, lo, hi)
+    return _CACHE["value"]
+
+
+def _threads(workers: int) -> None:
+    import torch
+
+    want = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
+
+
+def _blocks(job: Job, planes_n: int, shape: tuple[int, ...]) -> list[tuple[int, tuple[int, ...]]]:
+    return [(i, s) for i in range(planes_n) for s in _grid(shape, job.block)]
+
+
+# --------------------------------------------------------------------------------------------
+# the three passes (top-level functions: a dask worker runs them)
+
+
+def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1) -> list[int]:
+    """Network pass: classes (semantic) or float16 probabilities (instance) of blocks ``ids``."""
+    import zarr
+
+    from .devices import resolve_device
+    from .predict import labels_dtype, semantic_threshold
+
+    _threads(workers)
+    model, planes, plan, lo, hi = _setup(job, model_bytes)
+    root = zarr.open_group(job.out, mode="r+")
+    blocks = _blocks(job, planes.n, plan.shape)
+    instance = model.config.mode == "instance"
+    target = root["scratch/probabilities"] if instance else root["labels"]
+    done = root["scratch/done_a"]
+    device = resolve_device(job.settings.device)
+    network = model.network.to(device)
+    for b in ids:
+        i, start = blocks[b]
+        core = _core(start, job.block, plan.shape)
+        size = tuple(s.stop - s.start for s in core)
+        labels = None if instance else np.zeros(size, labels_dtype(model))
+        probs = np.zeros((model.config.classes,) + size, np.float32) if instance else None
+        gen = predict_tiles(
+            network, planes, lo, hi, plan, device=device, batch=job.settings.batch, labels_out=labels,
+            probabilities_out=probs, mixed_precision=job.settings.mixed_precision,
+            activation=model.config.activation, tta=job.settings.tta, threshold=semantic_threshold(model),
+            region=core, plane=i,
+        )
+        for _ in gen:
+            pass
+        if instance:
+            target[(i, slice(None)) + core] = probs.astype(np.float16)
+        else:
+            target[planes.label_index(i, *core)] = labels
+        done[b] = True
+    return ids
+
+
+def _owned(labels: np.ndarray, ext: tuple[slice, ...], core: tuple[slice, ...]) -> np.ndarray:
+    """The objects of ``labels`` (computed on region ``ext``) whose first pixel in raster order
+    lies in ``core``, numbered 1..k in that order; the rest 0."""
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    ids, first = np.unique(flat[nz], return_index=True)
+    if ids.size == 0:
+        return np.zeros_like(labels, np.int32)
+    where = np.unravel_index(nz[first], labels.shape)
+    inside = np.ones(ids.size, bool)
+    for axis, (e, c) in enumerate(zip(ext, core)):
+        g = where[axis] + e.start
+        inside &= (g >= c.start) & (g < c.stop)
+    keep = ids[inside][np.argsort(nz[first][inside])]  # raster order of their first pixels
+    lut = np.zeros(int(flat.max()) + 1, np.int32)
+    lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1) -> list[int]:
+    """Objects of blocks ``ids`` from their probabilities plus the context around them."""
+    import zarr
+
+    model, planes, plan, _, _ = _setup(job, model_bytes)
+    root = zarr.open_group(job.out, mode="r+")
+    probs_store, slots = root["scratch/probabilities"], root["scratch/objects"]
+    counts, done = root["scratch/counts"], root["scratch/done_b"]
+    post = PostProcessing.from_json(model.postprocessing, model.config.classes)
+    if job.min_size is not None:
+        post = replace(post, min_size=job.min_size)
+    blocks = _blocks(job, planes.n, plan.shape)
+    for b in ids:
+        i, start = blocks[b]
+        core = _core(start, job.block, plan.shape)
+        ext = tuple(slice(max(0, c.start - x), min(n, c.stop + x)) for c, x, n in zip(core, job.context, plan.shape))
+        p = np.asarray(probs_store[(i, slice(None)) + ext], np.float32)
+        own = _owned(post.apply(p, first_id=1), ext, core)
+        slot = tuple(slice(e.start - (s - x), e.stop - (s - x)) for e, s, x in zip(ext, start, job.context))
+        slots[(b,) + slot] = own
+        counts[b] = int(own.max())
+        done[b] = True
+    return ids
+
+
+def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1) -> list[int]:
+    """Labels of blocks ``ids``: own objects first, then the neighbours' that reach in."""
+    import zarr
+
+    model, planes, plan, _, _ = _setup(job, model_bytes)
+    root = zarr.open_group(job.out, mode="r+")
+    slots, labels, done = root["scratch/objects"], root["labels"], root["scratch/done_c"]
+    offsets = np.concatenate([[0], np.cumsum(root["scratch/counts"][:])]).astype(np.int64)
+    blocks = _blocks(job, planes.n, plan.shape)
+    index = {blk: k for k, blk in enumerate(blocks)}
+    for b in ids:
+        i, start = blocks[b]
+        core = _core(start, job.block, plan.shape)
+        out = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
+        steps = [(0,) * len(start)] + [d for d in itertools.product((-1, 0, 1), repeat=len(start)) if any(d)]
+        for d in steps:
+            nstart = tuple(s + k * bl for s, k, bl in zip(start, d, job.block))
+            nb = index.get((i, nstart))
+            if nb is None:
+                continue
+            # the neighbour's slot covers [nstart - context, nstart + block + context)
+            lo = [max(c.start, ns - x) for c, ns, x in zip(core, nstart, job.context)]
+            hi = [min(c.stop, ns + bl + x) for c, ns, bl, x in zip(core, nstart, job.block, job.context)]
+            if any(a >= z for a, z in zip(lo, hi)):
+                continue
+            src = np.asarray(slots[(nb,) + tuple(slice(a - (ns - x), z - (ns - x))
+                                                  for a, z, ns, x in zip(lo, hi, nstart, job.context))])
+            dst = tuple(slice(a - c.start, z - c.start) for a, z, c in zip(lo, hi, core))
+            view = out[dst]
+            free = (view == 0) & (src > 0)
+            view[free] = src[free] + offsets[nb]
+        labels[planes.label_index(i, *core)] = out.astype(labels.dtype)
+        done[b] = True
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+
+
+def _signature(job: Job, shape: tuple, dtype: str) -> dict:
+    return {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
+        "image": str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
+        "dtype": dtype, "settings": json.loads(json.dumps(asdict(job.settings))), "block": list(job.block),
+        "context": list(job.context), "min_size": job.min_size,
+    }
+
+
+def _open_store(job: Job, model: UNetModel, planes, plan, lo, hi, n_blocks: int):
+    """Create the output store, or reopen one this same job started (resume)."""
+    import zarr
+
+    from .predict import labels_dtype
+
+    out = Path(job.out)
+    dtype = np.dtype(np.int32 if model.config.mode == "instance" else labels_dtype(model))
+    signature = _signature(job, planes.label_shape, dtype.name)
+    if out.exists():
+        if not is_zarr(out) or not out.is_dir():
+            raise BlockwiseError(f"--out {out} exists and is not a zarr store; choose another name")
+        try:
+            root = zarr.open_group(str(out), mode="r+")
+            found = dict(root.attrs.get("napari_unet", {}))
+        except Exception:  # noqa: BLE001 - not a group we can read
+            raise BlockwiseError(f"--out {out} exists and is not a napari-unet zarr store; choose another name") from None
+        mine = {k: v for k, v in found.items() if k in signature}
+        if mine != signature:
+            differ = sorted(k for k in signature if found.get(k) != signature[k])
+            raise BlockwiseError(f"--out {out} already holds a different prediction (differs in: "
+                                 f"{', '.join(differ) or 'everything'}); choose another --out or delete it")
+        return root, found.get("status") == "complete"
+    root = zarr.open_group(str(out), mode="w")
+    chunks = tuple(job.block)
+    label_chunks = tuple(1 for _ in planes.label_shape[: len(planes.label_shape) - len(chunks)]) + chunks
+    root.create_array("labels", shape=planes.label_shape, chunks=label_chunks, dtype=dtype, fill_value=0)
+    scratch = root.create_group("scratch")
+    for name in ("done_a", "done_b", "done_c"):
+        # one chunk per block: workers never write the same chunk
+        scratch.create_array(name, shape=(n_blocks,), chunks=(1,), dtype=bool, fill_value=False)
+    if model.config.mode == "instance":
+        scratch.create_array("probabilities", shape=(planes.n, model.config.classes) + plan.shape,
+                             chunks=(1, model.config.classes) + chunks, dtype=np.float16, fill_value=0)
+        slot = tuple(b + 2 * x for b, x in zip(job.block, job.context))
+        scratch.create_array("objects", shape=(n_blocks,) + slot, chunks=(1,) + slot, dtype=np.int32, fill_value=0)
+        scratch.create_array("counts", shape=(n_blocks,), chunks=(1,), dtype=np.int64, fill_value=0)
+    root.attrs["napari_unet"] = {**signature, "status": "partial", "label_axes": planes.label_axes,
+                                 "normalization_low": lo.tolist(), "normalization_high": hi.tolist()}
+    return root, False
+
+
+def predict_blockwise(
+    model: UNetModel,
+    image: str | Path,
+    out: str | Path,
+    axes: str | None = None,
+    settings: PredictConfig | None = None,
+    block: int | tuple[int, ...] = DEFAULT_BLOCK,
+    context: int | tuple[int, ...] = DEFAULT_CONTEXT,
+    level: int | None = None,
+    client: Any = None,
+    min_size: int | None = None,
+) -> Generator[TileProgress, None, BlockResult]:
+    """Predict the image at ``image`` (TIFF, zarr, OME-Zarr) into the zarr store ``out``.
+
+    ``client``: a ``dask.distributed.Client`` to run blocks on its workers (the model is sent
+    once to each); None computes them here. Memory: a few blocks (plus ``context``), whatever
+    the image size. Run again after an interruption: finished blocks are skipped.
+    """
+    from .predict import image_planes
+
+    settings = settings or PredictConfig()
+    if settings.object_size is not None or settings.link_z is not None:
+        raise BlockwiseError("--object-size and --link-z are not available for zarr outputs yet; predict to TIFF")
+    start_time = time.perf_counter()
+    image = str(image)
+    planes = image_planes(open_image(image, level), axes, model.config.in_channels, model.dims)
+    tile = settings.tile or model.tile
+    halo = model.halo if settings.halo is None else settings.halo
+    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
+    blocks_px = round_block(block, plan.core, plan.shape)
+    ctx = context if isinstance(context, tuple) else (context,) * plan.ndim
+    if model.config.mode == "instance" and any(x < 0 for x in ctx):
+        raise BlockwiseError(f"context must be >= 0 pixels, got {context}")
+    data = model.to_bytes()
+    job = Job(image=image, level=level, axes=planes.axes, out=str(out), settings=settings, block=blocks_px,
+              context=tuple(int(x) for x in ctx) if model.config.mode == "instance" else (0,) * plan.ndim,
+              model_key=hashlib.sha256(data).hexdigest(), min_size=min_size)
+    n_blocks = planes.n * len(_grid(plan.shape, blocks_px))
+    yield TileProgress(done=0, total=n_blocks, batch=settings.batch, message="normalising")
+    lo, hi = norm.percentiles(planes, model.normalization)
+    root, complete = _open_store(job, model, planes, plan, lo, hi, n_blocks)
+    if complete:
+        return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=n_blocks,
+                           seconds=time.perf_counter() - start_time)
+    _CACHE.pop("key", None)
+    passes = [("predicting blocks", pass_a, "done_a")]
+    if model.config.mode == "instance":
+        passes += [("separating objects", pass_b, "done_b"), ("joining blocks", pass_c, "done_c")]
+    skipped = 0
+    for message, fn, flag in passes:
+        todo = [b for b, d in enumerate(root[f"scratch/{flag}"][:]) if not d]
+        skipped += n_blocks - len(todo) if fn is pass_a else 0
+        yield TileProgress(done=n_blocks - len(todo), total=n_blocks, batch=settings.batch, message=message)
+        for done in _run(fn, job, todo, data, client, n_blocks):
+            yield TileProgress(done=done, total=n_blocks, batch=settings.batch, message=message)
+    objects = int(root["scratch/counts"][:].sum()) if model.config.mode == "instance" else None
+    _finish(root, Path(out))
+    return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=skipped,
+                       seconds=time.perf_counter() - start_time, objects=objects)
+
+
+def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int) -> Iterable[int]:
+    """Run ``fn`` on the blocks ``todo``, here or on the cluster; yields how many are done."""
+    done = n_blocks - len(todo)
+    if client is None:
+        _CACHE.setdefault("models", {})[job.model_key] = UNetModel.from_bytes(data)
+        for b in todo:
+            fn(job, [b])
+            done += 1
+            yield done
+        return
+    from dask.distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    weights = client.scatter(data, broadcast=True)  # the model travels once to each worker
+    futures = [client.submit(fn, job, [b], weights, workers, pure=False, retries=2) for b in todo]
+    try:
+        for future in as_completed(futures):
+            future.result()  # a block that failed after its retries stops the run (the store stays resumable)
+            done += 1
+            yield done
+    finally:
+        for f in futures:
+            f.cancel()
+
+
+def _finish(root, out: Path) -> None:
+    """Drop the scratch data, then (last) mark the store complete."""
+    del root["scratch"]
+    attrs = dict(root.attrs["napari_unet"])
+    attrs["status"] = "complete"
+    root.attrs["napari_unet"] = attrs
+
+
+def start_client(workers: int | None = None, scheduler: str | None = None):
+    """A dask.distributed client: a LocalCluster of ``workers`` processes (one thread each), or
+    the cluster at ``scheduler`` (e.g. started with dask-jobqueue on SLURM)."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as err:
+            raise BlockwiseError(f"cannot reach the dask scheduler at {scheduler} ({type(err).__name__}: {err}); "
+                                 "check the address (tcp://host:8786) and that the scheduler runs") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    return Client(cluster)
+
+
+def remove_store(path: str | Path) -> None:  # used by tests and the CLI's --overwrite
+    shutil.rmtree(path)

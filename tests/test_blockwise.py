@@ -1,0 +1,172 @@
+"""Blockwise prediction into zarr: equal to the in-memory result, resumable, on a real dask
+LocalCluster; lazy inputs (compressed TIFF, zarr, OME-Zarr)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_unet._generators import run
+from napari_unet.blockwise import BlockwiseError, predict_blockwise, start_client
+from napari_unet.cli import main
+from napari_unet.config import ModelConfig, PredictConfig
+from napari_unet.io import ImageFileError, open_image
+from napari_unet.modelfile import UNetModel
+from napari_unet.predict import predict
+from napari_unet.sample import SAMPLE_MODEL
+
+CPU = PredictConfig(device="cpu", tile=32)
+
+
+def _semantic_model():
+    import torch
+
+    torch.manual_seed(0)
+    return UNetModel.create(ModelConfig(arch="unet-paper", depth=2, base_width=4), tile=32)
+
+
+def _objects(labels):
+    """The partition: the set of pixel sets, ids ignored."""
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    ids, starts = np.unique(flat[order], return_index=True)
+    groups = np.split(order, starts[1:])
+    return {frozenset(g.tolist()) for i, g in zip(ids, groups) if i != 0}
+
+
+@pytest.fixture
+def compressed_tiff(tmp_path, membranes):
+    path = tmp_path / "isbi_zlib.tif"
+    tifffile.imwrite(path, membranes[0], compression="zlib", tile=(64, 64))
+    return path
+
+
+def test_compressed_tiff_and_zarr_inputs_are_read_lazily(compressed_tiff, tmp_path, membranes):
+    lazy = open_image(compressed_tiff)
+    assert not isinstance(lazy, np.ndarray)  # chunk by chunk, never the whole image
+    assert np.array_equal(lazy[10:70, 5:40], membranes[0][10:70, 5:40])
+    z = zarr.open_array(str(tmp_path / "img.zarr"), mode="w", shape=membranes[0].shape, chunks=(64, 64), dtype="uint8")
+    z[:] = membranes[0]
+    assert np.array_equal(open_image(tmp_path / "img.zarr")[:], membranes[0])
+
+
+def test_ome_zarr_levels(tmp_path, membranes):
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    path = tmp_path / "img.ome.zarr"
+    root = zarr.open_group(str(path), mode="w")
+    write_image(membranes[0], group=root, axes="yx", scale_factors=(2,))
+    assert open_image(path).shape == (192, 192)
+    assert open_image(path, level=1).shape == (96, 96)
+    with pytest.raises(ImageFileError, match="has levels 0 to 1"):
+        open_image(path, level=4)
+    assert parse_url(str(path)) is not None
+
+
+def test_semantic_blocks_equal_the_in_memory_prediction(compressed_tiff, tmp_path, membranes):
+    model = _semantic_model()
+    whole = run(predict(model, membranes[0], settings=CPU)).labels
+    result = run(predict_blockwise(model, compressed_tiff, tmp_path / "out.zarr", settings=CPU, block=64))
+    assert result.blocks == 9
+    assert np.array_equal(result.labels[:], whole)  # bit-identical classes
+    assert zarr.open_group(str(tmp_path / "out.zarr")).attrs["napari_unet"]["status"] == "complete"
+
+
+def test_instance_blocks_give_the_same_objects_as_in_memory(tmp_path, nuclei):
+    """A real image cut into 16 small blocks: every object (all smaller than the context) gets
+    exactly its in-memory pixels, and one id."""
+    model = UNetModel.load(SAMPLE_MODEL)
+    settings = PredictConfig(device="cpu", tile=64)
+    whole = run(predict(model, nuclei[0], settings=settings)).labels
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, nuclei[0])
+    result = run(predict_blockwise(model, image, tmp_path / "out.zarr", settings=settings, block=64, context=32))
+    blocks = result.labels[:]
+    assert result.blocks == 16 and whole.max() > 30
+    assert _objects(blocks) == _objects(whole)
+    assert result.objects == len(np.unique(blocks)) - 1 == len(np.unique(whole)) - 1
+
+
+def test_interrupted_run_resumes_and_never_looks_complete(tmp_path, nuclei):
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, nuclei[0])
+    out = tmp_path / "out.zarr"
+    cmd = [sys.executable, "-m", "napari_unet", "predict", str(SAMPLE_MODEL), str(image), "--out", str(out),
+           "--block", "64", "--context", "32", "--tile", "64", "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    flags = out / "scratch" / "done_a"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for a few finished blocks
+        if flags.exists() and sum(1 for _ in flags.glob("c/*")) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    root = zarr.open_group(str(out))
+    assert root.attrs["napari_unet"]["status"] == "partial"  # not complete, and says so
+    done = int(root["scratch/done_a"][:].sum())
+    assert 3 <= done < 16
+    assert main(cmd[3:]) == 0  # the same command again
+    root = zarr.open_group(str(out))
+    assert root.attrs["napari_unet"]["status"] == "complete"
+    whole = run(predict(UNetModel.load(SAMPLE_MODEL), nuclei[0], settings=PredictConfig(device="cpu", tile=64))).labels
+    assert _objects(root["labels"][:]) == _objects(whole)
+
+
+def test_local_cluster_of_two_processes_gives_identical_results(tmp_path, nuclei, membranes):
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, nuclei[0])
+    isbi = tmp_path / "isbi.tif"
+    tifffile.imwrite(isbi, membranes[0], compression="zlib")
+    semantic = _semantic_model()
+    instance = UNetModel.load(SAMPLE_MODEL)
+    settings = PredictConfig(device="cpu", tile=64)
+    alone_sem = run(predict_blockwise(semantic, isbi, tmp_path / "a.zarr", settings=CPU, block=64)).labels[:]
+    alone_ins = run(predict_blockwise(instance, image, tmp_path / "b.zarr", settings=settings, block=64, context=32)).labels[:]
+    client = start_client(workers=2)
+    try:
+        assert len(client.scheduler_info()["workers"]) == 2  # real processes
+        dist_sem = run(predict_blockwise(semantic, isbi, tmp_path / "c.zarr", settings=CPU, block=64, client=client))
+        dist_ins = run(predict_blockwise(instance, image, tmp_path / "d.zarr", settings=settings, block=64, context=32,
+                                         client=client))
+    finally:
+        client.close()
+        client.cluster.close()
+    assert np.array_equal(dist_sem.labels[:], alone_sem)  # bit-identical classes
+    assert np.array_equal(dist_ins.labels[:], alone_ins)  # the same ids, not only the same partition
+
+
+def test_zarr_output_bad_requests(tmp_path, nuclei, capsys):
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, nuclei[0])
+    model = str(SAMPLE_MODEL)
+    base = ["predict", model, str(image), "--device", "cpu", "--quiet", "--block", "128"]
+    not_zarr = tmp_path / "file.zarr"
+    not_zarr.write_text("x")
+    assert main(base + ["--out", str(not_zarr)]) == 1
+    assert "not a zarr store" in capsys.readouterr().err
+    assert not_zarr.read_text() == "x"  # untouched
+
+    other = tmp_path / "other.zarr"
+    run(predict_blockwise(_semantic_model(), image, other, settings=CPU, block=64))
+    before = zarr.open_group(str(other))["labels"][:]
+    assert main(base + ["--out", str(other)]) == 1
+    assert "already holds a different prediction" in capsys.readouterr().err
+    assert np.array_equal(zarr.open_group(str(other))["labels"][:], before)
+
+    assert main(base + ["--out", str(tmp_path / "x.zarr"), "--level", "2"]) == 1
+    assert "levels are for OME-Zarr" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "y.zarr"), "--scheduler", "tcp://127.0.0.1:9"]) == 1
+    assert "cannot reach the dask scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "y.zarr").exists()
+    with pytest.raises(BlockwiseError, match="link-z"):
+        run(predict_blockwise(UNetModel.load(SAMPLE_MODEL), image, tmp_path / "z.zarr",
+                              settings=PredictConfig(device="cpu", link_z=0.25)))
