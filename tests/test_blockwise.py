@@ -170,3 +170,27 @@ def test_zarr_output_bad_requests(tmp_path, nuclei, capsys):
     with pytest.raises(BlockwiseError, match="link-z"):
         run(predict_blockwise(UNetModel.load(SAMPLE_MODEL), image, tmp_path / "z.zarr",
                               settings=PredictConfig(device="cpu", link_z=0.25)))
+
+
+def test_ome_zarr_input_gets_ngff_labels_in_its_container(tmp_path, membranes):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from ome_zarr.writer import write_image
+
+    path = tmp_path / "img.ome.zarr"
+    write_image(np.tile(membranes[0], (3, 3)), group=zarr.open_group(str(path), mode="w"), axes="yx",
+                scale_factors=(2,), scale={"y": 0.004, "x": 0.004}, axes_units={"y": "micrometer", "x": "micrometer"})
+    model = _semantic_model()
+    out = tmp_path / "out.zarr"
+    result = run(predict_blockwise(model, path, out, settings=CPU, block=128))
+    group = zarr.open_group(str(path / "labels" / "napari-unet"))
+    ms = dict(group.attrs)
+    ms = (ms.get("multiscales") or ms["ome"]["multiscales"])[0]
+    assert np.array_equal(group[ms["datasets"][0]["path"]][:], result.labels[:])
+    # napari-ome-zarr, Fiji/MoBIE and QuPath read it through the NGFF metadata: ome-zarr-py's reader finds it
+    nodes = list(Reader(parse_url(str(path / "labels" / "napari-unet")))())
+    assert nodes and nodes[0].data[0].shape == (576, 576) and len(nodes[0].data) >= 2
+    scale0 = next(t["scale"] for t in ms["datasets"][0]["coordinateTransformations"] if t["type"] == "scale")
+    assert scale0 == [0.004, 0.004]  # the image's pixel size
+    with pytest.raises(BlockwiseError, match="already has labels named"):
+        run(predict_blockwise(model, path, tmp_path / "again.zarr", settings=CPU, block=128))

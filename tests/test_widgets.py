@@ -511,3 +511,39 @@ def test_export_to_bioimageio_then_open_the_package_in_predict(make_napari_viewe
     wait_job(qtbot, w)
     again = v.layers["img U-Net labels"].data
     assert bundled.max() > 20 and np.array_equal(again, bundled)  # the same ids from the package
+
+
+def test_dask_layer_is_predicted_into_a_zarr_store_as_a_lazy_labels_layer(make_napari_viewer, qtbot, tmp_path, nuclei, monkeypatch):
+    import dask.array as da
+    import zarr
+
+    from napari_unet._generators import run
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.config import PredictConfig
+    from napari_unet.modelfile import UNetModel
+    from napari_unet.predict import predict
+    from napari_unet.sample import SAMPLE_MODEL
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    v = make_napari_viewer()
+    v.add_image(da.from_array(nuclei[0], chunks=64), name="big")
+    w = PredictWidget(v)
+    w.image.value = v.layers["big"]
+    w._image_changed()
+    assert w.to_zarr.value  # a dask layer: blockwise into a store, chosen by itself
+    w.store.value = tmp_path / "big_unet.zarr"
+    w.device.value = "cpu"
+    w.tile.value = 64
+
+    w.run()  # cancel at once: the store stays partial, and resumable
+    w.stop()
+    wait_job(qtbot, w)
+    w.run()
+    wait_job(qtbot, w, timeout=120_000)
+    layer = v.layers["big U-Net labels"]
+    assert isinstance(layer.data, da.Array)  # lazy: read from the store as napari browses
+    assert zarr.open_group(str(tmp_path / "big_unet.zarr")).attrs["napari_unet"]["status"] == "complete"
+    whole = run(predict(UNetModel.load(SAMPLE_MODEL), nuclei[0], settings=PredictConfig(device="cpu", tile=64))).labels
+    got = np.asarray(layer.data)
+    assert whole.max() > 20 and len(np.unique(got)) == len(np.unique(whole))

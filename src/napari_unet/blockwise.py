@@ -113,6 +113,7 @@ def _setup(job: Job, model_bytes: bytes | None = None):
     key = (job.model_key, job.image, job.level, job.axes, job.out)
     if _CACHE.get("key") == key:
         return _CACHE["value"]
+    source = _CACHE.get("arrays", {}).get(job.image) if job.image.startswith("<array") else None
     model = _CACHE.get("models", {}).get(job.model_key)
     if model is None:
         if model_bytes is None:
@@ -121,7 +122,8 @@ def _setup(job: Job, model_bytes: bytes | None = None):
         _CACHE.setdefault("models", {})[job.model_key] = model
     import zarr
 
-    planes = image_planes(open_image(job.image, job.level), job.axes, model.config.in_channels, model.dims)
+    array = source if source is not None else open_image(job.image, job.level)
+    planes = image_planes(array, job.axes, model.config.in_channels, model.dims)
     tile = job.settings.tile or model.tile
     halo = model.halo if job.settings.halo is None else job.settings.halo
     plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
@@ -273,7 +275,7 @@ def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
 def _signature(job: Job, shape: tuple, dtype: str) -> dict:
     return {
         "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
-        "image": str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
+        "image": job.image if job.image.startswith("<array") else str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
         "dtype": dtype, "settings": json.loads(json.dumps(asdict(job.settings))), "block": list(job.block),
         "context": list(job.context), "min_size": job.min_size,
     }
@@ -332,12 +334,15 @@ def predict_blockwise(
     level: int | None = None,
     client: Any = None,
     min_size: int | None = None,
+    labels_name: str = "napari-unet",
 ) -> Generator[TileProgress, None, BlockResult]:
     """Predict the image at ``image`` (TIFF, zarr, OME-Zarr) into the zarr store ``out``.
 
     ``client``: a ``dask.distributed.Client`` to run blocks on its workers (the model is sent
     once to each); None computes them here. Memory: a few blocks (plus ``context``), whatever
-    the image size. Run again after an interruption: finished blocks are skipped.
+    the image size. Run again after an interruption: finished blocks are skipped. With an
+    OME-Zarr input the finished labels are also written into its container as NGFF labels
+    (``labels/<labels_name>``, with a pyramid and the image's scale), via ome-zarr-py.
     """
     from .predict import image_planes
 
@@ -345,8 +350,15 @@ def predict_blockwise(
     if settings.object_size is not None or settings.link_z is not None:
         raise BlockwiseError("--object-size and --link-z are not available for zarr outputs yet; predict to TIFF")
     start_time = time.perf_counter()
-    image = str(image)
-    planes = image_planes(open_image(image, level), axes, model.config.in_channels, model.dims)
+    if isinstance(image, (str, Path)):
+        image = str(image)
+        array = open_image(image, level)
+    else:  # an array (a napari layer's dask or zarr data): computed in this process
+        if client is not None:
+            raise BlockwiseError("a cluster needs an image file or store its workers can open, not an in-memory array")
+        array, image = image, f"<array {id(image)}>"
+        _CACHE.setdefault("arrays", {})[image] = array
+    planes = image_planes(array, axes, model.config.in_channels, model.dims)
     tile = settings.tile or model.tile
     halo = model.halo if settings.halo is None else settings.halo
     plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
@@ -354,6 +366,9 @@ def predict_blockwise(
     ctx = context if isinstance(context, tuple) else (context,) * plan.ndim
     if model.config.mode == "instance" and any(x < 0 for x in ctx):
         raise BlockwiseError(f"context must be >= 0 pixels, got {context}")
+    ngff = None if image.startswith("<array") else ngff_image(image)
+    if ngff is not None:
+        _check_labels_free(ngff, labels_name, out)
     data = model.to_bytes()
     job = Job(image=image, level=level, axes=planes.axes, out=str(out), settings=settings, block=blocks_px,
               context=tuple(int(x) for x in ctx) if model.config.mode == "instance" else (0,) * plan.ndim,
@@ -378,6 +393,9 @@ def predict_blockwise(
             yield TileProgress(done=done, total=n_blocks, batch=settings.batch, message=message)
     objects = int(root["scratch/counts"][:].sum()) if model.config.mode == "instance" else None
     _finish(root, Path(out))
+    if ngff is not None:
+        yield TileProgress(done=0, total=1, batch=settings.batch, message="writing OME-Zarr labels")
+        write_ngff_labels(ngff, level, root["labels"], labels_name, planes.label_axes)
     return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=skipped,
                        seconds=time.perf_counter() - start_time, objects=objects)
 
@@ -413,6 +431,66 @@ def _finish(root, out: Path) -> None:
     attrs = dict(root.attrs["napari_unet"])
     attrs["status"] = "complete"
     root.attrs["napari_unet"] = attrs
+
+
+# --------------------------------------------------------------------------------------------
+# OME-Zarr (NGFF) labels
+
+
+def ngff_image(path: str | Path) -> Path | None:
+    """``path`` if it is an OME-Zarr multiscale image, else None."""
+    import zarr
+
+    path = Path(path)
+    if not is_zarr(path):
+        return None
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception:  # noqa: BLE001
+        return None
+    attrs = dict(getattr(node, "attrs", {}))
+    return path if ("multiscales" in attrs or "multiscales" in attrs.get("ome", {})) else None
+
+
+def _multiscales(root) -> dict:
+    attrs = dict(root.attrs)
+    return (attrs.get("multiscales") or attrs["ome"]["multiscales"])[0]
+
+
+def _check_labels_free(image: Path, name: str, out: str | Path) -> None:
+    import zarr
+
+    root = zarr.open_group(str(image), mode="r")
+    if f"labels/{name}" in root and not Path(out).exists():
+        raise BlockwiseError(f"{image} already has labels named {name!r}; give another --labels-name, or remove "
+                             f"{image / 'labels' / name}")
+
+
+def write_ngff_labels(image: Path, level: int | None, labels, name: str, label_axes: str) -> None:
+    """Write ``labels`` (a zarr array) into the OME-Zarr ``image`` as ``labels/<name>``, with a
+    nearest-neighbour pyramid and the scale of the predicted level (ome-zarr-py writes the
+    metadata; dask computes the pyramid chunk by chunk)."""
+    import dask.array as da
+    import zarr
+    from ome_zarr.writer import write_labels
+
+    root = zarr.open_group(str(image), mode="r+")
+    ms = _multiscales(root)
+    names = [a["name"] if isinstance(a, dict) else a for a in ms["axes"]]
+    dataset = ms["datasets"][level or 0]
+    scale = next((t["scale"] for t in dataset.get("coordinateTransformations", []) if t.get("type") == "scale"),
+                 [1.0] * len(names))
+    keep = [k for k, n in enumerate(names) if n.lower() != "c"]
+    axes = [ms["axes"][k] for k in keep]
+    if len(axes) != len(label_axes):
+        raise BlockwiseError(f"{image}: the image's axes {names} do not match the labels' {label_axes}")
+    levels, n = [], min(labels.shape[-2:])
+    while n // 2 >= 256 and len(levels) < 4:
+        n //= 2
+        levels.append(2 ** (len(levels) + 1))
+    write_labels(da.from_zarr(labels), group=root, name=name, axes=axes, scale_factors=tuple(levels),
+                 scale={names[k]: float(scale[k]) for k in keep},
+                 label_metadata={"source": {"image": "../../"}}, napari_unet={"predicted_level": level or 0})
 
 
 def start_client(workers: int | None = None, scheduler: str | None = None):

@@ -155,7 +155,8 @@ def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
         if args.workers or args.scheduler:
             client = start_client(args.workers, args.scheduler)
         gen = predict_blockwise(model, args.inputs[0], args.out, args.axes, settings, block=block, context=context,
-                                level=args.level, client=client, min_size=args.min_size)
+                                level=args.level, client=client, min_size=args.min_size,
+                                labels_name=args.labels_name)
         result = _drive(gen, Path(args.inputs[0]).name, args.quiet)
     except BlockwiseError as err:
         raise CliError(str(err)) from None
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", help="zarr output, instance models: pixels around a block used to separate its "
                                      "objects; objects smaller than this match the in-memory result (default 64)")
     p.add_argument("--level", type=int, help="OME-Zarr input: resolution level to predict (default 0, full resolution)")
+    p.add_argument("--labels-name", default="napari-unet",
+                   help="OME-Zarr input: name of the NGFF labels written into its container (default napari-unet)")
     p.add_argument("--workers", type=int, help="zarr output: run blocks on a local dask cluster of N processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="zarr output: run blocks on the dask cluster at ADDRESS "
                                                           "(e.g. tcp://10.0.0.5:8786, started with dask-jobqueue)")

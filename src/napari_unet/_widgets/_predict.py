@@ -109,6 +109,13 @@ class PredictWidget(Container):
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
         self.status = Label(value="")
+        self.to_zarr = CheckBox(
+            text="write to a zarr store (large images)", value=False,
+            tooltip="Predict block by block into a zarr store on disk, with bounded memory, and show the result "
+                    "as a lazy Labels layer; chosen by itself for multiscale and dask layers. A cancelled run "
+                    "resumes where it stopped when you predict into the same store again.")
+        self.store = FileEdit(label="zarr store", mode="w", filter="*.zarr",
+                              tooltip="Where the labels go (default: next to the image's file, or your home folder)")
         self.authors = LineEdit(label="authors", value="",
                                 tooltip="Who made the model (comma-separated), for the bioimage.io package")
         self.export_button = PushButton(text="Export to bioimage.io...",
@@ -120,7 +127,7 @@ class PredictWidget(Container):
                     "get one id, like Cellpose's stitch threshold; 3D models separate objects in 3D anyway")
         self.extend([self.image, self.axes, self.source, self.model_file, self.trust_code, self.tile, self.halo,
                      self.batch, self.device, self.object_size, self.tta, self.link_z, self.probabilities,
-                     self.run_button, self.cancel, self.progress, self.status, self.authors, self.export_button])
+                     self.to_zarr, self.store, self.run_button, self.cancel, self.progress, self.status, self.authors, self.export_button])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
         self._loaded: tuple[tuple, object] | None = None  # ((path, mtime), model) of the last file read
@@ -128,6 +135,8 @@ class PredictWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel.changed.connect(self.stop)
         self.image.changed.connect(self._refresh)
+        self.image.changed.connect(self._image_changed)
+        self.to_zarr.changed.connect(self._refresh)
         self.source.changed.connect(self._refresh)
         self.model_file.changed.connect(self._refresh)
         self.trust_code.changed.connect(self._refresh)
@@ -166,6 +175,7 @@ class PredictWidget(Container):
         self.axes.choices = axes_choices(self.image.value)
         self.model_file.visible = self.source.value == FILE
         self.trust_code.visible = self._package_chosen()
+        self.store.visible = bool(self.to_zarr.value)
         model = self._chosen()
         self.tile.choices = tile_choices(model)
         self.halo.choices = halo_choices(model)
@@ -183,6 +193,17 @@ class PredictWidget(Container):
                                                       else "Choose a model file (.safetensors) or a bioimage.io package (.zip)."))
         elif self.status.value.startswith(("Add an image", "Train a model", "Choose a model", "Cannot use")):
             self.status.value = ""
+
+    def _image_changed(self, event=None) -> None:
+        """Multiscale and lazy (dask, zarr) layers go to a zarr store, next to their file."""
+        layer = self.image.value
+        if layer is None:
+            return
+        lazy = getattr(layer, "multiscale", False) or not isinstance(layer.data, np.ndarray)
+        self.to_zarr.value = bool(lazy)
+        source = getattr(getattr(layer, "source", None), "path", None)
+        folder = Path(source).parent if source else Path.home()
+        self.store.value = folder / f"{layer.name.replace(' ', '_')}_unet.zarr"
 
     def _package_chosen(self) -> bool:
         from napari_unet.zoo import is_package
@@ -247,8 +268,17 @@ class PredictWidget(Container):
                                      tta=bool(self.tta.value),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value,
                                      link_z=0.25 if self.link_z.value and model.dims == 2 else None)
-            image_planes(layer.data, axes, model.config.in_channels, model.dims)  # axes and channels, cheaply
-            gen = predict(model, layer.data, axes, settings, probabilities=bool(self.probabilities.value))
+            data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data  # full resolution
+            image_planes(data, axes, model.config.in_channels, model.dims)  # axes and channels, cheaply
+            if self.to_zarr.value:
+                from napari_unet.blockwise import predict_blockwise
+
+                store = Path(str(self.store.value))
+                if store.suffix.lower() != ".zarr":
+                    raise ValueError(f"the zarr store must be named *.zarr, got {store.name}")
+                gen = predict_blockwise(model, data, store, axes, settings)
+            else:
+                gen = predict(model, data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:
             self.status.value = f"Cannot predict: {err}"
             from napari.utils.notifications import show_error
@@ -258,7 +288,9 @@ class PredictWidget(Container):
         self._target = (layer, axes, model)
         self.progress.value = 0
         self.status.value = "Normalising and predicting..."
-        self.job = Job(_with_checksum(gen), self._on_progress, self._on_done, self._on_error, self._on_finish)
+        done = self._on_block_done if self.to_zarr.value else self._on_done
+        self.job = Job(gen if self.to_zarr.value else _with_checksum(gen), self._on_progress, done,
+                       self._on_error, self._on_finish)
         self.job.start("U-Net: predicting")
         self._refresh()
 
@@ -347,6 +379,27 @@ class PredictWidget(Container):
         notes = "; ".join(result.notes)
         self.status.value = (f"{self.output.name}: {result.plan.describe()}, {result.device}, "
                              f"{result.seconds:.1f} s" + (f" ({notes})" if notes else ""))
+
+    def _on_block_done(self, result) -> None:
+        """A lazy Labels layer backed by the zarr store (never loaded whole)."""
+        if self.closed:
+            return
+        if result is CANCELLED:
+            self.status.value = ("Prediction cancelled; the zarr store keeps the finished blocks: Predict "
+                                 "again into the same store to go on.")
+            return
+        import dask.array as da
+
+        layer, axes, model = self._target
+        name = f"{layer.name} U-Net labels"
+        k = 2
+        while name in self.viewer.layers:
+            name = f"{layer.name} U-Net labels [{k}]"
+            k += 1
+        self.output = self.viewer.add_labels(da.from_zarr(result.labels), name=name, **spatial_transform(layer, axes))
+        resumed = f", {result.skipped} already done" if result.skipped else ""
+        self.status.value = (f"{name}: {result.blocks} blocks{resumed} into {result.store.name}, "
+                             f"{result.seconds:.1f} s (lazy layer: read from the store as you browse)")
 
     def _write_labels(self, name: str, labels: np.ndarray, transform: dict, labels_checksum: int | None = None):
         """Update our own layer in place; never overwrite labels the user has edited.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Peak memory and time of instance prediction on big compressed TIFF mosaics of DSB2018 crops:
+# the in-memory path (TIFF output) vs the blockwise zarr path, and 1 vs 2 local dask workers.
+#   bash benchmarks/big_images.sh SIZE [SIZE...]      e.g. 4096 12288 16384
+# Model: an untrained depth-2 width-4 padded U-Net, instance mode (distance targets), as in the
+# issue's measurement. Peak RSS from /usr/bin/time -v. Appends to benchmarks/results/big_images.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=benchmarks/results; W=${BIG_DIR:-/tmp/napari_unet_big}; mkdir -p $W
+NU=.venv/bin/napari-unet
+[[ -f $W/tiny.safetensors ]] || $NU init --arch unet --mode instance --depth 2 --base-width 4 --out $W/tiny.safetensors
+measure() {  # name size cmd...
+    local name=$1 size=$2; shift 2
+    rm -rf $W/out_tif $W/out.zarr
+    /usr/bin/time -v "$@" 2> $W/time.log > /dev/null || { tail -5 $W/time.log; exit 1; }
+    local rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' $W/time.log)
+    local wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' $W/time.log)
+    .venv/bin/python -c "
+import json; w='$wall'.split(':'); s=sum(float(x)*60**i for i,x in enumerate(reversed(w)))
+print(json.dumps({'path': '$name', 'size': $size, 'megapixels': round($size**2/1e6,1), 'peak_rss_mb': round($rss/1024),
+                  'seconds': round(s,1), 's_per_mpix': round(s/($size**2/1e6),3), 'machine': '$(nproc) cores'}))" | tee -a $R/big_images.jsonl
+}
+for SIZE in "$@"; do
+    IMG=$W/mosaic_$SIZE.tif
+    [[ -f $IMG ]] || .venv/bin/python benchmarks/make_mosaic.py bench_data/dsb_train/images $SIZE $IMG
+    common=($W/tiny.safetensors $IMG --device cpu --quiet)
+    [[ ${SKIP_MEMORY:-} ]] || measure in-memory $SIZE $NU predict "${common[@]}" --out $W/out_tif
+    measure zarr $SIZE $NU predict "${common[@]}" --out $W/out.zarr
+    [[ ${WORKERS:-} ]] && measure zarr-2-workers $SIZE $NU predict "${common[@]}" --out $W/out.zarr --workers 2
+    [[ ${WORKERS:-} ]] && measure zarr-1-worker $SIZE $NU predict "${common[@]}" --out $W/out.zarr --workers 1
+done
