@@ -1,6 +1,6 @@
 """Take the user guide's screenshots in a real napari window (run under Xvfb):
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py [--only export|3d]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py [--only export|big MOSAIC.tif|3d MODEL VOLUME.tif]
 
 Steps: open the sample data, dock both widgets, train a few epochs from the layers, predict
 with the bundled model, correct a label, fine-tune. Writes docs/images/guide_*.png.
@@ -117,6 +117,33 @@ def export() -> None:
     viewer.close()
 
 
+def big(mosaic: str) -> None:
+    """A big compressed TIFF opened lazily (dask), predicted into a zarr store: lazy labels."""
+    import dask.array as da
+    import zarr
+
+    from napari_unet.io import open_image
+
+    viewer = napari.Viewer(title="napari-unet user guide")
+    viewer.window._qt_window.resize(1800, 1100)
+    lazy = open_image(mosaic)
+    viewer.add_image(da.from_zarr(lazy) if isinstance(lazy, zarr.Array) else da.from_array(lazy), name="mosaic",
+                     contrast_limits=(0, 120))
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    predict.image.value = viewer.layers["mosaic"]
+    predict._image_changed()
+    predict.store.value = str(Path(tempfile.mkdtemp()) / "mosaic_unet.zarr")
+    predict.source.value = "bundled nuclei model (DSB2018)"
+    predict.device.value = "cpu"
+    predict.run()
+    wait(predict, timeout=1800)
+    viewer.camera.zoom = 1.2
+    viewer.camera.center = (0, 700, 700)
+    shot(viewer, "9_big_lazy_labels")
+    viewer.close()
+
+
 def volume(model: str, image: str) -> None:
     import tifffile
 
@@ -144,6 +171,8 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["--only"] and sys.argv[2] == "export":
         export()
+    elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "big":
+        big(sys.argv[3])
     elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "3d":
         volume(sys.argv[3], sys.argv[4])
     else:

@@ -135,6 +135,8 @@ def _setup(job: Job, model_bytes: bytes | None = None):
 
 
 def _threads(workers: int) -> None:
+    if workers <= 0:
+        return
     import torch
 
     want = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -412,7 +414,12 @@ def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int)
         return
     from dask.distributed import as_completed
 
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    from dask.distributed import LocalCluster
+
+    # a LocalCluster shares this machine's cores: torch gets cores / workers threads in each;
+    # on other clusters each worker keeps torch's own choice
+    local = isinstance(getattr(client, "cluster", None), LocalCluster)
+    workers = max(1, len(client.scheduler_info().get("workers", {}))) if local else 0
     weights = client.scatter(data, broadcast=True)  # the model travels once to each worker
     futures = [client.submit(fn, job, [b], weights, workers, pure=False, retries=2) for b in todo]
     try:
