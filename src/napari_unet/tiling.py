@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -229,17 +230,33 @@ def predict_tiles(
         with torch.inference_mode(), autocast(device, mixed_precision), full_float32(not mixed_precision):
             return dihedral_average(once, x) if tta else once(x)
 
+    def prepare(chunk: list) -> np.ndarray:
+        """Read, check and normalise a chunk of tiles (in the read-ahead thread)."""
+        tiles = []
+        for i, origin in chunk:
+            block = read_tile(planes, i, origin, plan)
+            norm.check_finite(block)
+            tiles.append(norm.apply(block, lo, hi))
+        return np.stack(tiles)
+
+    def chunk_at(pos: int) -> list:
+        return jobs[pos : pos + max(state["batch"], 1) * 4]
+
     done = 0
     yield TileProgress(done=0, total=total, batch=state["batch"])
+    # read ahead: the next chunk of tiles is read and normalised (a compressed TIFF or zarr
+    # store decompressed) while the network computes this one; the tiles are the same
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-read")
     try:
+        ahead = reader.submit(prepare, chunk_at(0)) if total else None
         while done < total:
-            chunk = jobs[done : done + max(state["batch"], 1) * 4]
-            tiles = []
-            for i, origin in chunk:
-                block = read_tile(planes, i, origin, plan)
-                norm.check_finite(block)
-                tiles.append(norm.apply(block, lo, hi))
-            x = torch.from_numpy(np.stack(tiles)).to(device)
+            chunk = chunk_at(done)
+            tiles = ahead.result()
+            if len(tiles) != len(chunk):  # the batch shrank (GPU memory) after it was read: read again
+                tiles = prepare(chunk)
+            following = done + len(chunk)
+            ahead = reader.submit(prepare, chunk_at(following)) if following < total else None
+            x = torch.from_numpy(tiles).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=fmt)
             inner = (slice(None), slice(None)) + tuple(slice(o, o + c) for o, c in zip(plan.offset, plan.core))
@@ -262,6 +279,7 @@ def predict_tiles(
                 yield TileProgress(done=done, total=total, batch=state["batch"])
             del x
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         if channels_last:
             network.to(memory_format=torch.contiguous_format)
         release_memory(device)
