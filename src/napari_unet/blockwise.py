@@ -387,11 +387,13 @@ def predict_blockwise(
     if model.config.mode == "instance":
         passes += [("separating objects", pass_b, "done_b"), ("joining blocks", pass_c, "done_c")]
     skipped = 0
+    # the model travels once to each worker, and stays there for all passes
+    weights = client.scatter(data, broadcast=True, hash=False) if client is not None else None
     for message, fn, flag in passes:
         todo = [b for b, d in enumerate(root[f"scratch/{flag}"][:]) if not d]
         skipped += n_blocks - len(todo) if fn is pass_a else 0
         yield TileProgress(done=n_blocks - len(todo), total=n_blocks, batch=settings.batch, message=message)
-        for done in _run(fn, job, todo, data, client, n_blocks):
+        for done in _run(fn, job, todo, data, client, n_blocks, weights):
             yield TileProgress(done=done, total=n_blocks, batch=settings.batch, message=message)
     objects = int(root["scratch/counts"][:].sum()) if model.config.mode == "instance" else None
     _finish(root, Path(out))
@@ -402,7 +404,7 @@ def predict_blockwise(
                        seconds=time.perf_counter() - start_time, objects=objects)
 
 
-def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int) -> Iterable[int]:
+def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int, weights: Any = None) -> Iterable[int]:
     """Run ``fn`` on the blocks ``todo``, here or on the cluster; yields how many are done."""
     done = n_blocks - len(todo)
     if client is None:
@@ -420,7 +422,6 @@ def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int)
     # on other clusters each worker keeps torch's own choice
     local = isinstance(getattr(client, "cluster", None), LocalCluster)
     workers = max(1, len(client.scheduler_info().get("workers", {}))) if local else 0
-    weights = client.scatter(data, broadcast=True)  # the model travels once to each worker
     futures = [client.submit(fn, job, [b], weights, workers, pure=False, retries=2) for b in todo]
     try:
         for future in as_completed(futures):
