@@ -3,12 +3,15 @@
 # the in-memory path (TIFF output) vs the blockwise zarr path, and 1 vs 2 local dask workers.
 #   bash benchmarks/big_images.sh SIZE [SIZE...]      e.g. 4096 12288 16384
 # Model: an untrained depth-2 width-4 padded U-Net, instance mode (distance targets), as in the
-# issue's measurement. Peak RSS from /usr/bin/time -v. Appends to benchmarks/results/big_images.jsonl.
+# issue's measurement (few objects: the network dominates), or MODEL=path (e.g. the bundled
+# model: real nuclei everywhere). WORKERS=1 adds 1- and 2-worker LocalCluster runs; SKIP_MEMORY=1
+# skips the in-memory path. Peak RSS from /usr/bin/time -v. Appends to benchmarks/results/big_images.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=benchmarks/results; W=${BIG_DIR:-/tmp/napari_unet_big}; mkdir -p $W
 NU=.venv/bin/napari-unet
 [[ -f $W/tiny.safetensors ]] || $NU init --arch unet --mode instance --depth 2 --base-width 4 --out $W/tiny.safetensors
+MODEL=${MODEL:-$W/tiny.safetensors}
 measure() {  # name size cmd...
     local name=$1 size=$2; shift 2
     rm -rf $W/out_tif $W/out.zarr
@@ -17,13 +20,13 @@ measure() {  # name size cmd...
     local wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' $W/time.log)
     .venv/bin/python -c "
 import json; w='$wall'.split(':'); s=sum(float(x)*60**i for i,x in enumerate(reversed(w)))
-print(json.dumps({'path': '$name', 'size': $size, 'megapixels': round($size**2/1e6,1), 'peak_rss_mb': round($rss/1024),
+print(json.dumps({'path': '$name', 'model': '$(basename $MODEL)', 'size': $size, 'megapixels': round($size**2/1e6,1), 'peak_rss_mb': round($rss/1024),
                   'seconds': round(s,1), 's_per_mpix': round(s/($size**2/1e6),3), 'machine': '$(nproc) cores'}))" | tee -a $R/big_images.jsonl
 }
 for SIZE in "$@"; do
     IMG=$W/mosaic_$SIZE.tif
     [[ -f $IMG ]] || .venv/bin/python benchmarks/make_mosaic.py bench_data/dsb_train/images $SIZE $IMG
-    common=($W/tiny.safetensors $IMG --device cpu --quiet)
+    common=($MODEL $IMG --device cpu --quiet)
     [[ ${SKIP_MEMORY:-} ]] || measure in-memory $SIZE $NU predict "${common[@]}" --out $W/out_tif
     measure zarr $SIZE $NU predict "${common[@]}" --out $W/out.zarr
     [[ ${WORKERS:-} ]] && measure zarr-2-workers $SIZE $NU predict "${common[@]}" --out $W/out.zarr --workers 2
