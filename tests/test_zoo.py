@@ -312,3 +312,25 @@ def test_export_bad_requests(trained, data_dir, tmp_path):
     with pytest.raises(PackageError, match="channel"):
         export_package(model, tmp_path / "m.zip", np.stack([image[0]] * 2), authors=["A"])
     assert not (tmp_path / "m.zip").exists()
+
+
+def test_3d_model_package_given_a_2d_image(tmp_path, data_dir, capsys):
+    """A 3D model exports (axes z, y, x) and, opened again, refuses a 2D image in one line."""
+    from bioimageio.spec import load_description
+
+    from napari_unet.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = UNetModel.create(ModelConfig(arch="unet3d-paper", depth=2, base_width=4, classes=2, z_pooling=1))
+    volume = tifffile.imread(data_dir / "isbi_stack_00-09.tif")
+    package = export_package(model, tmp_path / "m3d.zip", volume[None], authors=["A"])
+    descr = load_description(package)
+    assert [str(a.id) for a in descr.inputs[0].axes] == ["batch", "channel", "z", "y", "x"]
+    assert any("3D U-Net" in c.text for c in descr.cite)
+    image = tmp_path / "plane.tif"
+    tifffile.imwrite(image, volume[0])
+    out = tmp_path / "o"
+    assert main(["predict", str(package), str(image), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Z" in err[0], err
+    assert not out.exists() or not any(out.iterdir())
