@@ -160,8 +160,9 @@ def volume(model: str, image: str) -> None:
     predict.run()
     wait(predict)
     viewer.layers["nuclei volume"].visible = False
-    viewer.camera.angles = (15, -30, 60)
-    viewer.camera.zoom = 1.5
+    viewer.reset_view()
+    viewer.camera.angles = (0, -25, 60)
+    viewer.camera.zoom = viewer.camera.zoom * 2.2
     shot(viewer, "8_volume_3d")
     viewer.close()
 
