@@ -162,7 +162,7 @@ def volume(model: str, image: str) -> None:
     viewer.layers["nuclei volume"].visible = False
     viewer.reset_view()
     viewer.camera.angles = (0, -25, 60)
-    viewer.camera.zoom = viewer.camera.zoom * 2.2
+    viewer.camera.zoom = 3.5
     shot(viewer, "8_volume_3d")
     viewer.close()
 
