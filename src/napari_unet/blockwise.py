@@ -30,7 +30,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -42,9 +41,9 @@ import numpy as np
 from . import normalization as norm
 from .config import PredictConfig
 from .instances import PostProcessing
-from .io import ImageFileError, is_zarr, open_image
+from .io import is_zarr, open_image
 from .modelfile import UNetModel
-from .tiling import TileProgress, plan_tiles, predict_tiles
+from .tiling import TileProgress, predict_tiles
 
 STORE_FORMAT = "napari-unet blockwise prediction"
 STORE_VERSION = 1
@@ -106,9 +105,22 @@ def round_block(block: int | tuple[int, ...], core: tuple[int, ...], shape: tupl
 _CACHE: dict[str, Any] = {}
 
 
-def _setup(job: Job, model_bytes: bytes | None = None):
-    """(model, planes, plan, lo, hi) of ``job`` in this process (cached)."""
-    from .predict import image_planes
+@dataclass
+class _Worker:
+    """What a process needs for a job's blocks, opened once (see :func:`_setup`)."""
+
+    model: UNetModel
+    planes: Any
+    plan: Any
+    lo: np.ndarray
+    hi: np.ndarray
+    blocks: list[tuple[int, tuple[int, ...]]]  # (plane, block start) of every block id
+    index: dict  # (plane, block start) -> block id
+
+
+def _setup(job: Job, model_bytes: bytes | None = None) -> _Worker:
+    """The model, image, tile plan, percentiles and block grid of ``job`` in this process (cached)."""
+    from .predict import image_planes, tile_plan
 
     key = (job.model_key, job.image, job.level, job.axes, job.out)
     if _CACHE.get("key") == key:
@@ -119,18 +131,20 @@ def _setup(job: Job, model_bytes: bytes | None = None):
         if model_bytes is None:
             raise BlockwiseError("the model was not sent to this worker")
         model = UNetModel.from_bytes(model_bytes)
-        _CACHE.setdefault("models", {})[job.model_key] = model
+        _CACHE["models"] = {job.model_key: model}
     import zarr
 
     array = source if source is not None else open_image(job.image, job.level)
     planes = image_planes(array, job.axes, model.config.in_channels, model.dims)
-    tile = job.settings.tile or model.tile
-    halo = model.halo if job.settings.halo is None else job.settings.halo
-    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
-    root = zarr.open_group(job.out, mode="r")
-    lo = np.asarray(root.attrs["napari_unet"]["normalization_low"], np.float32)
-    hi = np.asarray(root.attrs["napari_unet"]["normalization_high"], np.float32)
-    _CACHE["key"], _CACHE["value"] = key, (model, planes, plan, lo, hi)
+    plan = tile_plan(model, planes, job.settings)
+    attrs = zarr.open_group(job.out, mode="r").attrs["napari_unet"]
+    blocks = _blocks(job, planes.n, plan.shape)
+    _CACHE["key"] = key
+    _CACHE["value"] = _Worker(
+        model=model, planes=planes, plan=plan,
+        lo=np.asarray(attrs["normalization_low"], np.float32), hi=np.asarray(attrs["normalization_high"], np.float32),
+        blocks=blocks, index={b: k for k, b in enumerate(blocks)},
+    )
     return _CACHE["value"]
 
 
@@ -156,37 +170,41 @@ def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     """Network pass: classes (semantic) or float16 probabilities (instance) of blocks ``ids``."""
     import zarr
 
-    from .devices import resolve_device
+    from ._generators import run
+    from .devices import release_memory, resolve_device
     from .predict import labels_dtype, semantic_threshold
 
     _threads(workers)
-    model, planes, plan, lo, hi = _setup(job, model_bytes)
+    w = _setup(job, model_bytes)
+    model, planes, plan = w.model, w.planes, w.plan
     root = zarr.open_group(job.out, mode="r+")
-    blocks = _blocks(job, planes.n, plan.shape)
     instance = model.config.mode == "instance"
     target = root["scratch/probabilities"] if instance else root["labels"]
     done = root["scratch/done_a"]
     device = resolve_device(job.settings.device)
     network = model.network.to(device)
-    for b in ids:
-        i, start = blocks[b]
-        core = _core(start, job.block, plan.shape)
-        size = tuple(s.stop - s.start for s in core)
-        labels = None if instance else np.zeros(size, labels_dtype(model))
-        probs = np.zeros((model.config.classes,) + size, np.float32) if instance else None
-        gen = predict_tiles(
-            network, planes, lo, hi, plan, device=device, batch=job.settings.batch, labels_out=labels,
-            probabilities_out=probs, mixed_precision=job.settings.mixed_precision,
-            activation=model.config.activation, tta=job.settings.tta, threshold=semantic_threshold(model),
-            region=core, plane=i,
-        )
-        for _ in gen:
-            pass
-        if instance:
-            target[(i, slice(None)) + core] = probs.astype(np.float16)
-        else:
-            target[planes.label_index(i, *core)] = labels
-        done[b] = True
+    try:
+        for b in ids:
+            i, start = w.blocks[b]
+            core = _core(start, job.block, plan.shape)
+            size = tuple(s.stop - s.start for s in core)
+            labels = None if instance else np.zeros(size, labels_dtype(model))
+            probs = np.zeros((model.config.classes,) + size, np.float32) if instance else None
+            run(predict_tiles(
+                network, planes, w.lo, w.hi, plan, device=device, batch=job.settings.batch, labels_out=labels,
+                probabilities_out=probs, mixed_precision=job.settings.mixed_precision,
+                activation=model.config.activation, tta=job.settings.tta, threshold=semantic_threshold(model),
+                region=core, plane=i,
+            ))
+            if instance:
+                target[(i, slice(None)) + core] = probs.astype(np.float16)
+            else:
+                target[planes.label_index(i, *core)] = labels
+            done[b] = True
+    finally:
+        if device.type != "cpu":  # give the GPU memory of the weights back, as predict() does
+            model.network.to("cpu")
+            release_memory(device)
     return ids
 
 
@@ -213,16 +231,16 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     """Objects of blocks ``ids`` from their probabilities plus the context around them."""
     import zarr
 
-    model, planes, plan, _, _ = _setup(job, model_bytes)
+    w = _setup(job, model_bytes)
+    model, plan = w.model, w.plan
     root = zarr.open_group(job.out, mode="r+")
     probs_store, slots = root["scratch/probabilities"], root["scratch/objects"]
     counts, done = root["scratch/counts"], root["scratch/done_b"]
     post = PostProcessing.from_json(model.postprocessing, model.config.classes)
     if job.min_size is not None:
         post = replace(post, min_size=job.min_size)
-    blocks = _blocks(job, planes.n, plan.shape)
     for b in ids:
-        i, start = blocks[b]
+        i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
         ext = tuple(slice(max(0, c.start - x), min(n, c.stop + x)) for c, x, n in zip(core, job.context, plan.shape))
         p = np.asarray(probs_store[(i, slice(None)) + ext], np.float32)
@@ -238,20 +256,19 @@ def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     """Labels of blocks ``ids``: own objects first, then the neighbours' that reach in."""
     import zarr
 
-    model, planes, plan, _, _ = _setup(job, model_bytes)
+    w = _setup(job, model_bytes)
+    planes, plan = w.planes, w.plan
     root = zarr.open_group(job.out, mode="r+")
     slots, labels, done = root["scratch/objects"], root["labels"], root["scratch/done_c"]
-    offsets = np.concatenate([[0], np.cumsum(root["scratch/counts"][:])]).astype(np.int64)
-    blocks = _blocks(job, planes.n, plan.shape)
-    index = {blk: k for k, blk in enumerate(blocks)}
+    offsets = root["scratch/offsets"][:]  # one chunk, written by the driver before this pass
     for b in ids:
-        i, start = blocks[b]
+        i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
         out = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
         steps = [(0,) * len(start)] + [d for d in itertools.product((-1, 0, 1), repeat=len(start)) if any(d)]
         for d in steps:
             nstart = tuple(s + k * bl for s, k, bl in zip(start, d, job.block))
-            nb = index.get((i, nstart))
+            nb = w.index.get((i, nstart))
             if nb is None:
                 continue
             # the neighbour's slot covers [nstart - context, nstart + block + context)
@@ -346,7 +363,7 @@ def predict_blockwise(
     OME-Zarr input the finished labels are also written into its container as NGFF labels
     (``labels/<labels_name>``, with a pyramid and the image's scale), via ome-zarr-py.
     """
-    from .predict import image_planes
+    from .predict import image_planes, tile_plan
 
     settings = settings or PredictConfig()
     if settings.object_size is not None or settings.link_z is not None:
@@ -359,11 +376,9 @@ def predict_blockwise(
         if client is not None:
             raise BlockwiseError("a cluster needs an image file or store its workers can open, not an in-memory array")
         array, image = image, f"<array {id(image)}>"
-        _CACHE.setdefault("arrays", {})[image] = array
+        _CACHE["arrays"] = {image: array}  # the latest only: the cache never grows
     planes = image_planes(array, axes, model.config.in_channels, model.dims)
-    tile = settings.tile or model.tile
-    halo = model.halo if settings.halo is None else settings.halo
-    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
+    plan = tile_plan(model, planes, settings)
     blocks_px = round_block(block, plan.core, plan.shape)
     ctx = context if isinstance(context, tuple) else (context,) * plan.ndim
     if model.config.mode == "instance" and any(x < 0 for x in ctx):
@@ -383,6 +398,7 @@ def predict_blockwise(
         return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=n_blocks,
                            seconds=time.perf_counter() - start_time)
     _CACHE.pop("key", None)
+    _CACHE["models"] = {job.model_key: model}  # this process uses the caller's model (the latest only)
     passes = [("predicting blocks", pass_a, "done_a")]
     if model.config.mode == "instance":
         passes += [("separating objects", pass_b, "done_b"), ("joining blocks", pass_c, "done_c")]
@@ -390,13 +406,17 @@ def predict_blockwise(
     # the model travels once to each worker, and stays there for all passes
     weights = client.scatter(data, broadcast=True, hash=False) if client is not None else None
     for message, fn, flag in passes:
+        if fn is pass_c:  # a block's first id follows all objects of the blocks before it
+            counts = root["scratch/counts"][:]
+            root["scratch"].create_array("offsets", shape=(n_blocks + 1,), chunks=(n_blocks + 1,), dtype=np.int64,
+                                         overwrite=True)[:] = np.concatenate([[0], np.cumsum(counts)])
         todo = [b for b, d in enumerate(root[f"scratch/{flag}"][:]) if not d]
         skipped += n_blocks - len(todo) if fn is pass_a else 0
         yield TileProgress(done=n_blocks - len(todo), total=n_blocks, batch=settings.batch, message=message)
-        for done in _run(fn, job, todo, data, client, n_blocks, weights):
+        for done in _run(fn, job, todo, client, n_blocks, weights):
             yield TileProgress(done=done, total=n_blocks, batch=settings.batch, message=message)
-    objects = int(root["scratch/counts"][:].sum()) if model.config.mode == "instance" else None
-    _finish(root, Path(out))
+    objects = int(root["scratch/offsets"][-1]) if model.config.mode == "instance" else None
+    _finish(root)
     if ngff is not None:
         yield TileProgress(done=0, total=1, batch=settings.batch, message="writing OME-Zarr labels")
         write_ngff_labels(ngff, level, root["labels"], labels_name, planes.label_axes)
@@ -404,11 +424,10 @@ def predict_blockwise(
                        seconds=time.perf_counter() - start_time, objects=objects)
 
 
-def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int, weights: Any = None) -> Iterable[int]:
+def _run(fn, job: Job, todo: list[int], client: Any, n_blocks: int, weights: Any = None) -> Iterable[int]:
     """Run ``fn`` on the blocks ``todo``, here or on the cluster; yields how many are done."""
     done = n_blocks - len(todo)
     if client is None:
-        _CACHE.setdefault("models", {})[job.model_key] = UNetModel.from_bytes(data)
         for b in todo:
             fn(job, [b])
             done += 1
@@ -433,7 +452,7 @@ def _run(fn, job: Job, todo: list[int], data: bytes, client: Any, n_blocks: int,
             f.cancel()
 
 
-def _finish(root, out: Path) -> None:
+def _finish(root) -> None:
     """Drop the scratch data, then (last) mark the store complete."""
     del root["scratch"]
     attrs = dict(root.attrs["napari_unet"])
@@ -515,6 +534,3 @@ def start_client(workers: int | None = None, scheduler: str | None = None):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     return Client(cluster)
 
-
-def remove_store(path: str | Path) -> None:  # used by tests and the CLI's --overwrite
-    shutil.rmtree(path)

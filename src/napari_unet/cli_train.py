@@ -124,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data import pairs_from_folders
-    from .modelfile import UNetModel, load_model
+    from .modelfile import load_model
     from .training import Trainer
 
     config = train_config_from_args(args)
@@ -236,7 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .config import PredictConfig
     from .data import pairs_from_folders
-    from .modelfile import UNetModel, load_model
+    from .modelfile import load_model
     from .predict import predict, run
     from .evaluation import evaluate_pairs
 

@@ -101,7 +101,7 @@ def open_image(path: str | Path, level: int | None = None) -> Any:
     try:
         store = tifffile.imread(path, aszarr=True)
         array = zarr.open(store, mode="r")
-    except Exception as err:  # noqa: BLE001 - damaged or not a TIFF: the whole read explains it
+    except Exception:  # noqa: BLE001 - damaged or not a TIFF: the whole read explains it
         return read_image(path, memmap=False)
     if not hasattr(array, "shape"):  # a pyramidal TIFF: its full-resolution level
         array = array["0"]

@@ -51,6 +51,13 @@ def image_planes(image: Any, axes: str | None, in_channels: int, dims: int = 2) 
     return planes
 
 
+def tile_plan(model: UNetModel, planes: Planes, settings: PredictConfig) -> TilePlan:
+    """The tile grid of ``planes``: the settings' tile and halo, else the model's."""
+    tile = settings.tile or model.tile
+    halo = model.halo if settings.halo is None else settings.halo
+    return plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
+
+
 def semantic_threshold(model: UNetModel) -> float | None:
     """The class-1 probability threshold of a two-class semantic model, tuned on validation
     images at the end of training (None: argmax)."""
@@ -101,9 +108,7 @@ def predict(
     start = time.perf_counter()
     planes = image_planes(image, axes, model.config.in_channels, model.dims)
     device = resolve_device(settings.device)
-    tile = settings.tile or model.tile
-    halo = model.halo if settings.halo is None else settings.halo
-    plan = plan_tiles(planes.spatial_shape, model.geometry, tile, halo)
+    plan = tile_plan(model, planes, settings)
     notes = []
     if plan.rounded and settings.tile:
         notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {axes_geometry(model.geometry)[-1].step})")

@@ -22,6 +22,7 @@ is refused unless the caller passes ``trust_code=True``.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 import warnings
@@ -133,9 +134,7 @@ def _torchscript(model: UNetModel, example: torch.Tensor, path: Path) -> str:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; the spec still uses it
         traced = torch.jit.trace(net, example, check_trace=False)
-        bigger = []
-        for n, (lo, step) in zip(example.shape[2:], input_sizes(model)):
-            bigger.append(n + step)
+        bigger = [n + step for n, (_, step) in zip(example.shape[2:], input_sizes(model))]
         other = torch.rand((1, example.shape[1], *bigger))
         diff = float((traced(other) - net(other)).abs().max())
     if not diff < 1e-4:
@@ -257,7 +256,8 @@ def export_package(
 
     test_in = _test_input(model, image)
     low, high = model.normalization.low, model.normalization.high
-    test_out = _forward(model, scale_range(test_in, low, high))
+    normalised = scale_range(test_in, low, high)
+    test_out = _forward(model, normalised)
 
     with tempfile.TemporaryDirectory(prefix="napari-unet-export-") as tmp:
         tmp = Path(tmp)
@@ -311,7 +311,7 @@ def export_package(
             ),
         )
         if torchscript:
-            comment = _torchscript(model, torch.from_numpy(scale_range(test_in, low, high)), tmp / "weights.torchscript.pt")
+            comment = _torchscript(model, torch.from_numpy(normalised), tmp / "weights.torchscript.pt")
             weights = weights.model_copy(update={"torchscript": spec.TorchscriptWeightsDescr(
                 source=tmp / "weights.torchscript.pt",
                 pytorch_version=spec.Version(torch.__version__.split("+")[0]),
@@ -382,10 +382,6 @@ def _describe(path: Path):
         raise PackageError(f"bioimage.io package {path} does not exist")
     if path.suffix.lower() == ".zip" and not zipfile.is_zipfile(path):
         raise PackageError(f"{path} is not a zip file, so not a bioimage.io package")
-    if path.suffix.lower() == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            if not any(Path(n).name in RDF_NAMES or n.endswith(".bioimageio.yaml") for n in zf.namelist()):
-                raise PackageError(f"{path} is a zip file without rdf.yaml or bioimageio.yaml: not a bioimage.io package")
     raw = _peek(path)
     if raw.get("type") != "model":
         raise PackageError(f"{path} describes a bioimage.io {raw.get('type', 'resource of no type')}, not a model")
@@ -401,8 +397,6 @@ def _describe(path: Path):
             raise PackageError(f"{path}: cannot read this bioimage.io description ({type(err).__name__}: {_first_line(err)})") from None
     if isinstance(descr, InvalidDescr):
         raise PackageError(f"{path}: not a valid bioimage.io description: {_summary(descr)}")
-    if getattr(descr, "type", None) != "model":
-        raise PackageError(f"{path} describes a bioimage.io {getattr(descr, 'type', '?')}, not a model")
     return descr
 
 
@@ -417,7 +411,9 @@ def _peek(path: Path) -> dict:
     try:
         if path.suffix.lower() == ".zip":
             with zipfile.ZipFile(path) as zf:
-                name = next(n for n in zf.namelist() if Path(n).name in RDF_NAMES or n.endswith(".bioimageio.yaml"))
+                name = next((n for n in zf.namelist() if Path(n).name in RDF_NAMES or n.endswith(".bioimageio.yaml")), None)
+                if name is None:
+                    raise PackageError(f"{path} is a zip file without rdf.yaml or bioimageio.yaml: not a bioimage.io package")
                 text = zf.read(name).decode("utf-8")
         else:
             text = path.read_text(encoding="utf-8")
@@ -499,10 +495,8 @@ def _import_ours(path: Path, descr) -> UNetModel:
     meta["model"] = kwargs  # the architecture the package declares is what gets built
     meta.setdefault("format", FORMAT)
     reader = descr.weights.pytorch_state_dict.get_reader()
-    import io as _io
-
     try:
-        tensors = torch.load(_io.BytesIO(reader.read()), map_location="cpu", weights_only=True)
+        tensors = torch.load(io.BytesIO(reader.read()), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - an unpickler refusal or a damaged file
         raise PackageError(f"{path}: the pytorch_state_dict weights cannot be read safely ({type(err).__name__}: {_first_line(err)})") from None
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
@@ -606,11 +600,9 @@ def _foreign_network(path: Path, descr) -> nn.Module:
 
             return load_torch_model(w.pytorch_state_dict, devices=["cpu"])
         if w.torchscript is not None:
-            import io as _io
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
-                return torch.jit.load(_io.BytesIO(w.torchscript.get_reader().read()), map_location="cpu")
+                return torch.jit.load(io.BytesIO(w.torchscript.get_reader().read()), map_location="cpu")
     except Exception as err:  # noqa: BLE001 - the package's own code failed
         raise PackageError(f"{path}: the package's network could not be loaded ({type(err).__name__}: {_first_line(err)})") from None
     raise PackageError(f"{path}: the package has no pytorch_state_dict or torchscript weights ({_code_in(descr)})")
