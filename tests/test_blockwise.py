@@ -94,6 +94,35 @@ def test_instance_blocks_give_the_same_objects_as_in_memory(tmp_path, nuclei):
     assert result.objects == len(np.unique(blocks)) - 1 == len(np.unique(whole)) - 1
 
 
+def test_probabilities_are_kept_in_the_store_as_in_memory(tmp_path, nuclei, membranes, capsys):
+    """--probabilities with a zarr output: float32 class probabilities (classes first), equal to
+    the in-memory ones; instance objects are then separated from them, as in memory."""
+    model = _semantic_model()
+    whole = run(predict(model, membranes[0], settings=CPU, probabilities=True))
+    sem = run(predict_blockwise(model, membranes[0], tmp_path / "s.zarr", settings=CPU, block=64, probabilities=True))
+    assert sem.probabilities.dtype == np.float32 and sem.probabilities.shape == (2, 192, 192)
+    assert np.array_equal(sem.probabilities[:], whole.probabilities)
+    assert np.array_equal(sem.labels[:], whole.labels)
+
+    settings = PredictConfig(device="cpu", tile=64)
+    crop = nuclei[0][:128, :192]
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, crop)
+    instance = UNetModel.load(SAMPLE_MODEL)
+    whole = run(predict(instance, crop, settings=settings, probabilities=True))
+    out = tmp_path / "i.zarr"
+    argv = ["predict", str(SAMPLE_MODEL), str(image), "--out", str(out), "--block", "64", "--context", "32",
+            "--tile", "64", "--device", "cpu", "--quiet", "--probabilities"]
+    assert main(argv) == 0
+    assert f"{out}/probabilities" in capsys.readouterr().err
+    root = zarr.open_group(str(out))
+    assert np.array_equal(root["probabilities"][:], whole.probabilities)
+    assert _objects(root["labels"][:]) == _objects(whole.labels) and whole.labels.max() > 5
+    # the same store without --probabilities is another prediction: refused, nothing changed
+    assert main(argv[:-1]) == 1
+    assert "differs in: probabilities" in capsys.readouterr().err
+
+
 def test_interrupted_run_resumes_and_never_looks_complete(tmp_path, nuclei):
     image = tmp_path / "dsb.tif"
     tifffile.imwrite(image, nuclei[0])
@@ -212,3 +241,45 @@ def test_3d_volume_in_blocks_equals_the_in_memory_prediction(tmp_path):
     result = run(predict_blockwise(model, path, tmp_path / "out.zarr", "ZYX", settings, block=(4, 32, 48)))
     assert result.blocks == 3 * 3 * 2
     assert np.array_equal(result.labels[:], whole)
+
+
+def test_write_behind_keeps_order_and_reports_a_failed_write():
+    """In-process runs write a block while the next one is computed: writes run one at a time,
+    in order, and a failed write stops the run instead of passing silently."""
+    from napari_unet.blockwise import WriteBehind
+
+    order = []
+    writer = WriteBehind()
+    for k in range(5):
+        writer.submit(lambda k=k: (time.sleep(0.01), order.append(k)))
+    writer.flush()
+    assert order == [0, 1, 2, 3, 4]
+
+    def fail():
+        raise OSError("disk full")
+
+    writer.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        writer.submit(lambda: order.append("never"))
+    writer.close()
+    assert "never" not in order
+
+
+def test_3d_instances_in_blocks_give_the_same_nuclei_as_in_memory(tmp_path, data_dir):
+    """A real nuclei volume (BBBC050) cut into 36 3D blocks, with a small 3D model trained on
+    another embryo (tests/data/README.md): every nucleus (all smaller than the context) gets
+    exactly its in-memory voxels and one id through z."""
+    volume = tifffile.imread(data_dir / "bbbc050_16cell_crop.tif")
+    model = UNetModel.load(data_dir / "nuclei3d_tiny.safetensors")
+    assert model.dims == 3 and model.config.mode == "instance"
+    settings = PredictConfig(device="cpu", tile=(8, 32, 32))
+    whole = run(predict(model, volume, "ZYX", settings)).labels
+    path = tmp_path / "embryo.tif"
+    tifffile.imwrite(path, volume, compression="zlib")
+    result = run(predict_blockwise(model, path, tmp_path / "out.zarr", "ZYX", settings, block=(8, 32, 32),
+                                   context=(12, 24, 24)))
+    blocks = result.labels[:]
+    assert result.blocks == 4 * 3 * 3
+    assert whole.max() >= 8  # real nuclei, not noise or one blob
+    assert _objects(blocks) == _objects(whole)
+    assert result.objects == len(np.unique(blocks)) - 1

@@ -535,6 +535,7 @@ def test_dask_layer_is_predicted_into_a_zarr_store_as_a_lazy_labels_layer(make_n
     w.store.value = tmp_path / "big_unet.zarr"
     w.device.value = "cpu"
     w.tile.value = 64
+    w.probabilities.value = True
 
     w.run()  # cancel at once: the store stays partial, and resumable
     w.stop()
@@ -547,3 +548,5 @@ def test_dask_layer_is_predicted_into_a_zarr_store_as_a_lazy_labels_layer(make_n
     whole = run(predict(UNetModel.load(SAMPLE_MODEL), nuclei[0], settings=PredictConfig(device="cpu", tile=64))).labels
     got = np.asarray(layer.data)
     assert whole.max() > 20 and len(np.unique(got)) == len(np.unique(whole))
+    probs = v.layers["big U-Net labels probabilities"]
+    assert isinstance(probs.data, da.Array) and not probs.visible and probs.data.shape == (2,) + nuclei[0].shape

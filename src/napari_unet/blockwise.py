@@ -47,8 +47,12 @@ from .tiling import TileProgress, predict_tiles
 
 STORE_FORMAT = "napari-unet blockwise prediction"
 STORE_VERSION = 1
-DEFAULT_BLOCK = 1024
+DEFAULT_BLOCK = 1024  # 2D: about a megapixel per block
 DEFAULT_CONTEXT = 64
+# 3D: 4 megavoxels per block (Z, Y, X: whole default tiles of 64 x 128 x 128), and a context
+# that keeps the extended block (128 x 320 x 320) of pass B near half a gigabyte
+DEFAULT_BLOCK_3D = (64, 256, 256)
+DEFAULT_CONTEXT_3D = 32
 
 
 class BlockwiseError(ValueError):
@@ -68,6 +72,7 @@ class Job:
     context: tuple[int, ...]
     model_key: str  # sha256 of the model file's bytes
     min_size: int | None = None
+    probabilities: bool = False  # keep the class probabilities (float32) in the store
 
 
 @dataclass
@@ -78,6 +83,7 @@ class BlockResult:
     skipped: int  # blocks found finished in the store (resumed)
     seconds: float
     objects: int | None = None
+    probabilities: Any = None  # the zarr array of probabilities (classes first), when asked for
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,8 +172,38 @@ def _blocks(job: Job, planes_n: int, shape: tuple[int, ...]) -> list[tuple[int, 
 # the three passes (top-level functions: a dask worker runs them)
 
 
-def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1) -> list[int]:
-    """Network pass: classes (semantic) or float16 probabilities (instance) of blocks ``ids``."""
+class WriteBehind:
+    """Writes one block while the next is computed (a thread; at most one write pending).
+    A block's done flag is set by its write, after its data, so a run stopped with a write
+    pending leaves that block to be redone, never marked done without its data."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="napari-unet-write")
+        self._pending = None
+
+    def submit(self, fn) -> None:
+        self.flush()  # its error, if any, stops the run here
+        self._pending = self._pool.submit(fn)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1,
+           writer: WriteBehind | None = None) -> list[int]:
+    """Network pass: classes (semantic) or float16 probabilities (instance) of blocks ``ids``.
+    With ``writer`` (in-process runs), a block is written while the next one is computed;
+    the caller flushes it at the end of the pass."""
     import zarr
 
     from ._generators import run
@@ -179,7 +215,9 @@ def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     model, planes, plan = w.model, w.planes, w.plan
     root = zarr.open_group(job.out, mode="r+")
     instance = model.config.mode == "instance"
-    target = root["scratch/probabilities"] if instance else root["labels"]
+    keep = root["probabilities"] if job.probabilities else None
+    scratch = root["scratch/probabilities"] if instance and keep is None else None
+    labels_store = root["labels"]
     done = root["scratch/done_a"]
     device = resolve_device(job.settings.device)
     network = model.network.to(device)
@@ -189,18 +227,27 @@ def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
             core = _core(start, job.block, plan.shape)
             size = tuple(s.stop - s.start for s in core)
             labels = None if instance else np.zeros(size, labels_dtype(model))
-            probs = np.zeros((model.config.classes,) + size, np.float32) if instance else None
+            probs = np.zeros((model.config.classes,) + size, np.float32) if instance or keep is not None else None
             run(predict_tiles(
                 network, planes, w.lo, w.hi, plan, device=device, batch=job.settings.batch, labels_out=labels,
                 probabilities_out=probs, mixed_precision=job.settings.mixed_precision,
                 activation=model.config.activation, tta=job.settings.tta, threshold=semantic_threshold(model),
                 region=core, plane=i,
             ))
-            if instance:
-                target[(i, slice(None)) + core] = probs.astype(np.float16)
+
+            def write(b=b, where=planes.label_index(i, *core), at=(i, slice(None)) + core, labels=labels, probs=probs):
+                if keep is not None:  # float32, as predict(probabilities=True) keeps them
+                    keep[(slice(None),) + where] = probs
+                elif scratch is not None:  # float16, as predict() keeps them for its post-processing
+                    scratch[at] = probs.astype(np.float16)
+                if not instance:
+                    labels_store[where] = labels
+                done[b] = True
+
+            if writer is None:
+                write()
             else:
-                target[planes.label_index(i, *core)] = labels
-            done[b] = True
+                writer.submit(write)
     finally:
         if device.type != "cpu":  # give the GPU memory of the weights back, as predict() does
             model.network.to("cpu")
@@ -234,7 +281,7 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     w = _setup(job, model_bytes)
     model, plan = w.model, w.plan
     root = zarr.open_group(job.out, mode="r+")
-    probs_store, slots = root["scratch/probabilities"], root["scratch/objects"]
+    slots = root["scratch/objects"]
     counts, done = root["scratch/counts"], root["scratch/done_b"]
     post = PostProcessing.from_json(model.postprocessing, model.config.classes)
     if job.min_size is not None:
@@ -243,7 +290,10 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
         i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
         ext = tuple(slice(max(0, c.start - x), min(n, c.stop + x)) for c, x, n in zip(core, job.context, plan.shape))
-        p = np.asarray(probs_store[(i, slice(None)) + ext], np.float32)
+        if job.probabilities:
+            p = np.asarray(root["probabilities"][(slice(None),) + w.planes.label_index(i, *ext)], np.float32)
+        else:
+            p = np.asarray(root["scratch/probabilities"][(i, slice(None)) + ext], np.float32)
         own = _owned(post.apply(p, first_id=1), ext, core)
         slot = tuple(slice(e.start - (s - x), e.stop - (s - x)) for e, s, x in zip(ext, start, job.context))
         slots[(b,) + slot] = own
@@ -296,7 +346,7 @@ def _signature(job: Job, shape: tuple, dtype: str) -> dict:
         "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
         "image": job.image if job.image.startswith("<array") else str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
         "dtype": dtype, "settings": json.loads(json.dumps(asdict(job.settings))), "block": list(job.block),
-        "context": list(job.context), "min_size": job.min_size,
+        "context": list(job.context), "min_size": job.min_size, "probabilities": job.probabilities,
     }
 
 
@@ -331,9 +381,13 @@ def _open_store(job: Job, model: UNetModel, planes, plan, lo, hi, n_blocks: int)
     for name in ("done_a", "done_b", "done_c"):
         # one chunk per block: workers never write the same chunk
         scratch.create_array(name, shape=(n_blocks,), chunks=(1,), dtype=bool, fill_value=False)
-    if model.config.mode == "instance":
+    if job.probabilities:
+        root.create_array("probabilities", shape=(model.config.classes,) + planes.label_shape,
+                          chunks=(model.config.classes,) + label_chunks, dtype=np.float32, fill_value=0)
+    if model.config.mode == "instance" and not job.probabilities:
         scratch.create_array("probabilities", shape=(planes.n, model.config.classes) + plan.shape,
                              chunks=(1, model.config.classes) + chunks, dtype=np.float16, fill_value=0)
+    if model.config.mode == "instance":
         slot = tuple(b + 2 * x for b, x in zip(job.block, job.context))
         scratch.create_array("objects", shape=(n_blocks,) + slot, chunks=(1,) + slot, dtype=np.int32, fill_value=0)
         scratch.create_array("counts", shape=(n_blocks,), chunks=(1,), dtype=np.int64, fill_value=0)
@@ -348,15 +402,19 @@ def predict_blockwise(
     out: str | Path,
     axes: str | None = None,
     settings: PredictConfig | None = None,
-    block: int | tuple[int, ...] = DEFAULT_BLOCK,
-    context: int | tuple[int, ...] = DEFAULT_CONTEXT,
+    block: int | tuple[int, ...] | None = None,
+    context: int | tuple[int, ...] | None = None,
     level: int | None = None,
     client: Any = None,
     min_size: int | None = None,
     labels_name: str = "napari-unet",
+    probabilities: bool = False,
 ) -> Generator[TileProgress, None, BlockResult]:
     """Predict the image at ``image`` (TIFF, zarr, OME-Zarr) into the zarr store ``out``.
 
+    ``block`` and ``context`` (pixels, one or one per axis) default to 1024 and 64 for 2D
+    models, 64 x 256 x 256 and 32 for 3D ones. ``probabilities``: also keep the class
+    probabilities (float32, classes first) in the store, as ``probabilities``.
     ``client``: a ``dask.distributed.Client`` to run blocks on its workers (the model is sent
     once to each); None computes them here. Memory: a few blocks (plus ``context``), whatever
     the image size. Run again after an interruption: finished blocks are skipped. With an
@@ -379,6 +437,10 @@ def predict_blockwise(
         _CACHE["arrays"] = {image: array}  # the latest only: the cache never grows
     planes = image_planes(array, axes, model.config.in_channels, model.dims)
     plan = tile_plan(model, planes, settings)
+    if block is None:
+        block = DEFAULT_BLOCK_3D if model.dims == 3 else DEFAULT_BLOCK
+    if context is None:
+        context = DEFAULT_CONTEXT_3D if model.dims == 3 else DEFAULT_CONTEXT
     blocks_px = round_block(block, plan.core, plan.shape)
     ctx = context if isinstance(context, tuple) else (context,) * plan.ndim
     if model.config.mode == "instance" and any(x < 0 for x in ctx):
@@ -389,14 +451,15 @@ def predict_blockwise(
     data = model.to_bytes()
     job = Job(image=image, level=level, axes=planes.axes, out=str(out), settings=settings, block=blocks_px,
               context=tuple(int(x) for x in ctx) if model.config.mode == "instance" else (0,) * plan.ndim,
-              model_key=hashlib.sha256(data).hexdigest(), min_size=min_size)
+              model_key=hashlib.sha256(data).hexdigest(), min_size=min_size, probabilities=bool(probabilities))
     n_blocks = planes.n * len(_grid(plan.shape, blocks_px))
     yield TileProgress(done=0, total=n_blocks, batch=settings.batch, message="normalising")
     lo, hi = norm.percentiles(planes, model.normalization)
     root, complete = _open_store(job, model, planes, plan, lo, hi, n_blocks)
     if complete:
         return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=n_blocks,
-                           seconds=time.perf_counter() - start_time)
+                           seconds=time.perf_counter() - start_time,
+                           probabilities=root["probabilities"] if job.probabilities else None)
     _CACHE.pop("key", None)
     _CACHE["models"] = {job.model_key: model}  # this process uses the caller's model (the latest only)
     passes = [("predicting blocks", pass_a, "done_a")]
@@ -421,17 +484,26 @@ def predict_blockwise(
         yield TileProgress(done=0, total=1, batch=settings.batch, message="writing OME-Zarr labels")
         write_ngff_labels(ngff, level, root["labels"], labels_name, planes.label_axes)
     return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=skipped,
-                       seconds=time.perf_counter() - start_time, objects=objects)
+                       seconds=time.perf_counter() - start_time, objects=objects,
+                       probabilities=root["probabilities"] if job.probabilities else None)
 
 
 def _run(fn, job: Job, todo: list[int], client: Any, n_blocks: int, weights: Any = None) -> Iterable[int]:
     """Run ``fn`` on the blocks ``todo``, here or on the cluster; yields how many are done."""
     done = n_blocks - len(todo)
     if client is None:
-        for b in todo:
-            fn(job, [b])
-            done += 1
-            yield done
+        writer = WriteBehind() if fn is pass_a else None
+        try:
+            for b in todo:
+                if writer is None:
+                    fn(job, [b])
+                else:
+                    fn(job, [b], writer=writer)
+                done += 1
+                yield done
+        finally:  # every block computed is written (or fails here) before the next pass
+            if writer is not None:
+                writer.close()
         return
     from dask.distributed import as_completed
 

@@ -144,19 +144,17 @@ def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
 
     if len(args.inputs) != 1:
         raise CliError(f"a zarr output holds one image; got {len(args.inputs)} inputs")
-    if args.probabilities:
-        raise CliError("--probabilities is not available with a zarr output yet")
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers must be at least 1, got {args.workers}")
-    block = _int_arg("--block", args.block) if args.block else 1024
-    context = _int_arg("--context", args.context) if args.context else 64
+    block = _int_arg("--block", args.block) if args.block else None  # None: the default for 2D or 3D
+    context = _int_arg("--context", args.context) if args.context else None
     client = None
     try:
         if args.workers or args.scheduler:
             client = start_client(args.workers, args.scheduler)
         gen = predict_blockwise(model, args.inputs[0], args.out, args.axes, settings, block=block, context=context,
                                 level=args.level, client=client, min_size=args.min_size,
-                                labels_name=args.labels_name)
+                                labels_name=args.labels_name, probabilities=args.probabilities)
         result = _drive(gen, Path(args.inputs[0]).name, args.quiet)
     except BlockwiseError as err:
         raise CliError(str(err)) from None
@@ -168,8 +166,9 @@ def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
                 cluster.close()
     resumed = f", {result.skipped} found finished (resumed)" if result.skipped else ""
     objects = f", {result.objects} objects" if result.objects is not None else ""
+    probs = f" and {result.store}/probabilities" if result.probabilities is not None else ""
     print(f"{Path(args.inputs[0]).name}: {result.blocks} blocks{resumed}{objects}; {result.seconds:.1f} s -> "
-          f"{result.store}/labels", file=sys.stderr)
+          f"{result.store}/labels{probs}", file=sys.stderr)
     return 0
 
 
@@ -313,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, one channel per class; stacks as ZCYX)")
+    p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, one channel per class; stacks as ZCYX); "
+                        "with a zarr output, the store's 'probabilities' array (classes first)")
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept in pixels (default: the model's)")
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
@@ -328,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
-    p.add_argument("--block", help="zarr output: block size in pixels (a multiple of the tile; default 1024)")
+    p.add_argument("--block", help="zarr output: block size in pixels, or Z,Y,X (rounded to whole tiles; default 1024, "
+                                   "64,256,256 for 3D models)")
     p.add_argument("--context", help="zarr output, instance models: pixels around a block used to separate its "
-                                     "objects; objects smaller than this match the in-memory result (default 64)")
+                                     "objects; objects smaller than this match the in-memory result (default 64; 32 for 3D models)")
     p.add_argument("--level", type=int, help="OME-Zarr input: resolution level to predict (default 0, full resolution)")
     p.add_argument("--labels-name", default="napari-unet",
                    help="OME-Zarr input: name of the NGFF labels written into its container (default napari-unet)")

@@ -276,7 +276,8 @@ class PredictWidget(Container):
                 store = Path(str(self.store.value))
                 if store.suffix.lower() != ".zarr":
                     raise ValueError(f"the zarr store must be named *.zarr, got {store.name}")
-                gen = predict_blockwise(model, data, store, axes, settings)
+                gen = predict_blockwise(model, data, store, axes, settings,
+                                        probabilities=bool(self.probabilities.value))
             else:
                 gen = predict(model, data, axes, settings, probabilities=bool(self.probabilities.value))
         except (ValueError, RuntimeError) as err:
@@ -396,7 +397,11 @@ class PredictWidget(Container):
         while name in self.viewer.layers:
             name = f"{layer.name} U-Net labels [{k}]"
             k += 1
-        self.output = self.viewer.add_labels(da.from_zarr(result.labels), name=name, **spatial_transform(layer, axes))
+        transform = spatial_transform(layer, axes)
+        self.output = self.viewer.add_labels(da.from_zarr(result.labels), name=name, **transform)
+        if result.probabilities is not None:  # lazy too, hidden as for in-memory results
+            self.viewer.add_image(da.from_zarr(result.probabilities), name=f"{name} probabilities", visible=False,
+                                  scale=[1] + list(transform["scale"]), translate=[0] + list(transform["translate"]))
         resumed = f", {result.skipped} already done" if result.skipped else ""
         self.status.value = (f"{name}: {result.blocks} blocks{resumed} into {result.store.name}, "
                              f"{result.seconds:.1f} s (lazy layer: read from the store as you browse)")
