@@ -202,12 +202,14 @@ class WriteBehind:
 def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: int = 1,
            writer: WriteBehind | None = None) -> list[int]:
     """Network pass: classes (semantic) or float16 probabilities (instance) of blocks ``ids``.
-    With ``writer`` (in-process runs), a block is written while the next one is computed;
-    the caller flushes it at the end of the pass."""
+    With ``writer`` (in-process runs), a block is written while the next one is computed, and
+    the network stays on the device: the caller flushes the writer and calls
+    :func:`_release` at the end of the pass. Without it (a cluster task), the device memory is
+    given back before the task returns."""
     import zarr
 
     from ._generators import run
-    from .devices import release_memory, resolve_device
+    from .devices import resolve_device
     from .predict import labels_dtype, semantic_threshold
 
     _threads(workers)
@@ -249,10 +251,20 @@ def pass_a(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
             else:
                 writer.submit(write)
     finally:
-        if device.type != "cpu":  # give the GPU memory of the weights back, as predict() does
-            model.network.to("cpu")
-            release_memory(device)
+        if writer is None:
+            _release(job)
     return ids
+
+
+def _release(job: Job) -> None:
+    """Give the GPU memory of the weights back (as predict() does), once per pass."""
+    from .devices import release_memory, resolve_device
+
+    device = resolve_device(job.settings.device)
+    model = _CACHE.get("models", {}).get(job.model_key)
+    if device.type != "cpu" and model is not None:
+        model.network.to("cpu")
+        release_memory(device)
 
 
 def _owned(labels: np.ndarray, ext: tuple[slice, ...], core: tuple[slice, ...]) -> np.ndarray:
@@ -503,7 +515,10 @@ def _run(fn, job: Job, todo: list[int], client: Any, n_blocks: int, weights: Any
                 yield done
         finally:  # every block computed is written (or fails here) before the next pass
             if writer is not None:
-                writer.close()
+                try:
+                    writer.close()
+                finally:
+                    _release(job)
         return
     from dask.distributed import as_completed
 
