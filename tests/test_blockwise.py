@@ -277,7 +277,7 @@ def test_3d_instances_in_blocks_give_the_same_nuclei_as_in_memory(tmp_path, data
     path = tmp_path / "embryo.tif"
     tifffile.imwrite(path, volume, compression="zlib")
     result = run(predict_blockwise(model, path, tmp_path / "out.zarr", "ZYX", settings, block=(8, 32, 32),
-                                   context=(12, 24, 24)))
+                                   context=(20, 24, 24)))
     blocks = result.labels[:]
     assert result.blocks == 4 * 3 * 3
     assert whole.max() >= 8  # real nuclei, not noise or one blob

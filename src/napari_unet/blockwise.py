@@ -327,7 +327,10 @@ def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
         i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
         out = np.zeros(tuple(c.stop - c.start for c in core), np.int64)
-        steps = [(0,) * len(start)] + [d for d in itertools.product((-1, 0, 1), repeat=len(start)) if any(d)]
+        # every block whose slot (block + context) reaches into this one: the neighbours, and
+        # further ones where the context is larger than a block (e.g. thin z blocks of a volume)
+        reach = [range(-math.ceil(x / bl), math.ceil(x / bl) + 1) for x, bl in zip(job.context, job.block)]
+        steps = [(0,) * len(start)] + [d for d in itertools.product(*reach) if any(d)]
         for d in steps:
             nstart = tuple(s + k * bl for s, k, bl in zip(start, d, job.block))
             nb = w.index.get((i, nstart))

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import normalization as norm
 from .axes import Planes
-from .devices import autocast, full_float32, memory_format, release_memory, run_in_batches
+from .devices import autocast, full_float32, memory_format, run_in_batches
 from .models import Geometry
 
 
@@ -140,6 +140,25 @@ def decide(probabilities: np.ndarray, threshold: float | None = None) -> np.ndar
     return probabilities.argmax(axis=0)
 
 
+def decide_tensor(probabilities: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """:func:`decide` on the device for a batch (B, K, ...): (B, 1, ...) uint8 classes (int16
+    for more than 255), the same values as :func:`decide` on the host."""
+    if threshold is not None and probabilities.shape[1] == 2:
+        classes = probabilities[:, 1:2] > threshold
+    else:
+        classes = probabilities.argmax(dim=1, keepdim=True)  # the first maximum, as numpy's
+    return classes.to(torch.uint8 if probabilities.shape[1] <= 256 else torch.int16)
+
+
+def _in_format(network: nn.Module, fmt: torch.memory_format) -> bool:
+    """Whether the network's convolution weights are in ``fmt`` already."""
+    for m in network.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)) and w is not None:
+            return w.is_contiguous(memory_format=fmt)
+    return True
+
+
 def dihedral_average(fn, x: torch.Tensor) -> torch.Tensor:
     """Mean of ``fn`` over the 8 flips and rotations of ``x`` (B, C, H, W), each mapped back."""
     total = None
@@ -220,15 +239,38 @@ def predict_tiles(
     fmt = memory_format(device, plan.ndim)
     channels_last = fmt != torch.contiguous_format
     network.eval()
-    if channels_last:
+    # convert the weights once, and only when they are not in that format already (a caller
+    # that predicts many regions, or training between validations, keeps them converted)
+    convert = channels_last and not _in_format(network, fmt)
+    if convert:
         network.to(memory_format=fmt)
+    # the cores of the outputs: cropped on the device, before the activation (softmax on the
+    # core only), and the classes decided there too when only labels are asked for: the host
+    # gets uint8 classes, or probabilities in the output's type (float16 for the post-processing)
+    inner = (slice(None), slice(None)) + tuple(slice(o, o + c) for o, c in zip(plan.offset, plan.core))
+    device_labels = labels_out is not None and probabilities_out is None
+    half = probabilities_out is not None and np.dtype(probabilities_out.dtype) == np.float16
 
-    def once(x: torch.Tensor) -> torch.Tensor:
-        return activate(network(x), activation)
+    # oneDNN's 3D convolutions give results that depend on the batch size (up to 1e-4 in the
+    # logits; 2D ones do not): 3D tiles go through the network one at a time on the CPU, so a
+    # tile's result never depends on the tiles batched with it, and blocks, clusters and the
+    # in-memory path agree bit for bit (batching gains under 10 % there: docs/benchmarks.md)
+    one_by_one = plan.ndim == 3 and device.type == "cpu"
+
+    def net(t: torch.Tensor) -> torch.Tensor:
+        if one_by_one and t.shape[0] > 1:
+            return torch.cat([network(t[k : k + 1]) for k in range(t.shape[0])])
+        return network(t)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(device, mixed_precision), full_float32(not mixed_precision):
-            return dihedral_average(once, x) if tta else once(x)
+            if tta:  # probabilities of the whole tiles, averaged, then the core
+                p = dihedral_average(lambda t: activate(net(t), activation), x)[inner]
+            else:
+                p = activate(net(x)[inner], activation)
+            if device_labels:
+                return decide_tensor(p, threshold)
+            return p.half() if half else p
 
     def prepare(chunk: list) -> np.ndarray:
         """Read, check and normalise a chunk of tiles (in the read-ahead thread)."""
@@ -259,9 +301,8 @@ def predict_tiles(
             x = torch.from_numpy(tiles).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=fmt)
-            inner = (slice(None), slice(None)) + tuple(slice(o, o + c) for o, c in zip(plan.offset, plan.core))
-            for a, b, probs in run_in_batches(forward, x, state):
-                core = probs[inner].cpu().numpy()
+            for a, b, out in run_in_batches(forward, x, state):
+                core = out.cpu().numpy()  # (B, K, ...) probabilities, or (B, 1, ...) classes
                 for k, (i, origin) in enumerate(chunk[a:b]):
                     sizes = [min(c, n - o) for c, n, o in zip(plan.core, plan.shape, origin)]
                     p = core[(k, slice(None)) + tuple(slice(0, n) for n in sizes)]
@@ -271,18 +312,19 @@ def predict_tiles(
                         sizes = [min(n, r.stop - o) for n, r, o in zip(sizes, region, origin)]
                         p = p[(slice(None),) + tuple(slice(0, n) for n in sizes)]
                         where = tuple(slice(o - r.start, o - r.start + n) for o, r, n in zip(origin, region, sizes))
+                    if device_labels:
+                        labels_out[where] = p[0]
+                        continue
                     if labels_out is not None:
                         labels_out[where] = decide(p, threshold)
-                    if probabilities_out is not None:
-                        probabilities_out[(slice(None),) + where] = p
+                    probabilities_out[(slice(None),) + where] = p
                 done += b - a
                 yield TileProgress(done=done, total=total, batch=state["batch"])
             del x
-    finally:
+    finally:  # the caller gives GPU memory back, once per prediction (predict(), blockwise)
         reader.shutdown(wait=True, cancel_futures=True)
-        if channels_last:
+        if convert:
             network.to(memory_format=torch.contiguous_format)
-        release_memory(device)
     return TiledResult(
         labels=labels_out,
         probabilities=probabilities_out,
