@@ -34,7 +34,7 @@ for P in $PATHS; do
     case $P in
         semantic-tiff) measure $P $W/semantic3d.safetensors $NU predict $W/semantic3d.safetensors $IMG --axes ZYX --device cpu --quiet --out $W/out_tif ;;
         semantic-zarr) measure $P $W/semantic3d.safetensors $NU predict $W/semantic3d.safetensors $IMG --axes ZYX --device cpu --quiet --out $W/out.zarr ;;
-        instance-zarr) measure $P tests/data/nuclei3d_tiny.safetensors $NU predict tests/data/nuclei3d_tiny.safetensors $IMG --axes ZYX --device cpu --quiet --out $W/out.zarr ;;
+        instance-zarr) measure $P tests/data/nuclei3d_tiny.safetensors $NU predict tests/data/nuclei3d_tiny.safetensors $IMG --tile 64,128,128 --axes ZYX --device cpu --quiet --out $W/out.zarr ;;
         *) echo "unknown path $P"; exit 2 ;;
     esac
 done
