@@ -12,16 +12,15 @@ R=benchmarks/results; W=${BIG_DIR:-/tmp/napari_unet_big}; mkdir -p $W
 NU=.venv/bin/napari-unet
 [[ -f $W/tiny.safetensors ]] || $NU init --arch unet --mode instance --depth 2 --base-width 4 --out $W/tiny.safetensors
 MODEL=${MODEL:-$W/tiny.safetensors}
+source benchmarks/peak_rss.sh
 measure() {  # name size cmd...
     local name=$1 size=$2; shift 2
     rm -rf $W/out_tif $W/out.zarr
-    /usr/bin/time -v "$@" 2> $W/time.log > /dev/null || { tail -5 $W/time.log; exit 1; }
-    local rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' $W/time.log)
-    local wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' $W/time.log)
+    peak_rss $W "$@"
     .venv/bin/python -c "
-import json; w='$wall'.split(':'); s=sum(float(x)*60**i for i,x in enumerate(reversed(w)))
-print(json.dumps({'path': '$name', 'model': '$(basename $MODEL)', 'size': $size, 'megapixels': round($size**2/1e6,1), 'peak_rss_mb': round($rss/1024),
-                  'seconds': round(s,1), 's_per_mpix': round(s/($size**2/1e6),3), 'machine': '$(nproc) cores'}))" | tee -a $R/big_images.jsonl
+import json
+print(json.dumps({'path': '$name', 'model': '$(basename $MODEL)', 'size': $size, 'megapixels': round($size**2/1e6,1), 'peak_rss_mb': $RSS_MB,
+                  'seconds': $WALL_S, 's_per_mpix': round($WALL_S/($size**2/1e6),3), 'machine': '$(nproc) cores'}))" | tee -a $R/big_images.jsonl
 }
 for SIZE in "$@"; do
     IMG=$W/mosaic_$SIZE.tif

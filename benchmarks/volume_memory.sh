@@ -18,17 +18,16 @@ IMG=$W/volume_${SHAPE//,/x}.tif
 [[ -f $IMG ]] || .venv/bin/python benchmarks/make_volume.py bench_data/vol_bbbc050_train/images/embryo_8cell.tif $SHAPE $IMG
 [[ -f $W/semantic3d.safetensors ]] || $NU init --arch unet3d --mode semantic --classes 2 --depth 2 --base-width 4 \
     --out $W/semantic3d.safetensors > /dev/null
+source benchmarks/peak_rss.sh
 measure() {  # name model cmd...
     local name=$1 model=$2; shift 2
     rm -rf $W/out_tif $W/out.zarr
-    /usr/bin/time -v "$@" 2> $W/time.log > /dev/null || { tail -5 $W/time.log; exit 1; }
-    local rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' $W/time.log)
-    local wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' $W/time.log)
+    peak_rss $W "$@"
     .venv/bin/python -c "
-import json, math; w='$wall'.split(':'); s=sum(float(x)*60**i for i,x in enumerate(reversed(w)))
+import json, math
 shape=[int(v) for v in '$SHAPE'.split(',')]; n=math.prod(shape)
-print(json.dumps({'path': '$name', 'model': '$(basename $model)', 'shape': shape, 'megavoxels': round(n/1e6), 'peak_rss_mb': round($rss/1024),
-                  'seconds': round(s,1), 's_per_mvox': round(s/(n/1e6),3), 'machine': '$(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')'}))" | tee -a $R/volume_memory.jsonl
+print(json.dumps({'path': '$name', 'model': '$(basename $model)', 'shape': shape, 'megavoxels': round(n/1e6), 'peak_rss_mb': $RSS_MB,
+                  'seconds': $WALL_S, 's_per_mvox': round($WALL_S/(n/1e6),3), 'machine': '$(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')'}))" | tee -a $R/volume_memory.jsonl
 }
 for P in $PATHS; do
     case $P in

@@ -25,6 +25,7 @@ very end.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -317,6 +318,8 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     model, plan = w.model, w.plan
     root = zarr.open_group(job.out, mode="r+")
     slots = root["scratch/objects"]
+    # float32 in the labels' layout (--probabilities), else the float16 scratch copy
+    source = root["probabilities"] if job.probabilities else root["scratch/probabilities"]
     counts, done = root["scratch/counts"], root["scratch/done_b"]
     post = PostProcessing.from_json(model.postprocessing, model.config.classes)
     if job.min_size is not None:
@@ -325,10 +328,8 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
         i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
         ext = tuple(slice(max(0, c.start - x), min(n, c.stop + x)) for c, x, n in zip(core, job.context, plan.shape))
-        if job.probabilities:
-            p = np.asarray(root["probabilities"][(slice(None),) + w.planes.label_index(i, *ext)], np.float32)
-        else:
-            p = np.asarray(root["scratch/probabilities"][(i, slice(None)) + ext], np.float32)
+        index = (slice(None),) + w.planes.label_index(i, *ext) if job.probabilities else (i, slice(None)) + ext
+        p = np.asarray(source[index], np.float32)
         own = _owned(post.apply(p, first_id=1), ext, core)
         slot = tuple(slice(e.start - (s - x), e.stop - (s - x)) for e, s, x in zip(ext, start, job.context))
         slots[(b,) + slot] = own
@@ -496,8 +497,7 @@ def predict_blockwise(
     root, complete = _open_store(job, model, planes, plan, lo, hi, n_blocks)
     if complete:
         return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=n_blocks,
-                           seconds=time.perf_counter() - start_time,
-                           probabilities=root["probabilities"] if job.probabilities else None)
+                           seconds=time.perf_counter() - start_time, probabilities=_kept(root, job))
     _CACHE.pop("key", None)
     _CACHE["models"] = {job.model_key: model}  # this process uses the caller's model (the latest only)
     passes = [("predicting blocks", pass_a, "done_a")]
@@ -522,8 +522,12 @@ def predict_blockwise(
         yield TileProgress(done=0, total=1, batch=settings.batch, message="writing OME-Zarr labels")
         write_ngff_labels(ngff, level, root["labels"], labels_name, planes.label_axes)
     return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=skipped,
-                       seconds=time.perf_counter() - start_time, objects=objects,
-                       probabilities=root["probabilities"] if job.probabilities else None)
+                       seconds=time.perf_counter() - start_time, objects=objects, probabilities=_kept(root, job))
+
+
+def _kept(root, job: Job):
+    """The store's probabilities array when the job keeps them, else None."""
+    return root["probabilities"] if job.probabilities else None
 
 
 def _run(fn, job: Job, todo: list[int], client: Any, n_blocks: int, weights: Any = None) -> Iterable[int]:
@@ -531,12 +535,10 @@ def _run(fn, job: Job, todo: list[int], client: Any, n_blocks: int, weights: Any
     done = n_blocks - len(todo)
     if client is None:
         writer = WriteBehind() if fn is pass_a else None
+        step = functools.partial(fn, writer=writer) if writer is not None else fn
         try:
             for b in todo:
-                if writer is None:
-                    fn(job, [b])
-                else:
-                    fn(job, [b], writer=writer)
+                step(job, [b])
                 done += 1
                 yield done
         finally:  # every block computed is written (or fails here) before the next pass

@@ -317,7 +317,8 @@ def predict_tiles(
                         continue
                     if labels_out is not None:
                         labels_out[where] = decide(p, threshold)
-                    probabilities_out[(slice(None),) + where] = p
+                    if probabilities_out is not None:
+                        probabilities_out[(slice(None),) + where] = p
                 done += b - a
                 yield TileProgress(done=done, total=total, batch=state["batch"])
             del x
