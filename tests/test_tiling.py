@@ -229,3 +229,17 @@ def test_padded_unet_tiled_equals_one_pass(nuclei, shape, tile):
     assert np.abs(tiled.probabilities - ref).max() < 1e-5
     smaller = run(predict(model, image, "YX", PredictConfig(tile=tile, halo=8), probabilities=True))
     assert np.abs(smaller.probabilities - ref).max() > 1e-3  # a short halo is not exact
+
+
+def test_channels_last_check_looks_at_every_convolution():
+    """A one-channel first convolution is in both memory formats at once: it must not make a
+    contiguous network look converted (the predictor would then skip channels_last)."""
+    import torch
+    from torch import nn
+
+    from napari_unet.tiling import _in_format
+
+    net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3))
+    assert not _in_format(net, torch.channels_last)
+    net.to(memory_format=torch.channels_last)
+    assert _in_format(net, torch.channels_last)

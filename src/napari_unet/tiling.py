@@ -151,12 +151,11 @@ def decide_tensor(probabilities: torch.Tensor, threshold: float | None = None) -
 
 
 def _in_format(network: nn.Module, fmt: torch.memory_format) -> bool:
-    """Whether the network's convolution weights are in ``fmt`` already."""
-    for m in network.modules():
-        w = getattr(m, "weight", None)
-        if isinstance(m, (nn.Conv2d, nn.Conv3d)) and w is not None:
-            return w.is_contiguous(memory_format=fmt)
-    return True
+    """Whether all the network's convolution weights are in ``fmt`` already (every one: a weight
+    with one input channel, or a 1x1 kernel, is in both formats at once, so the first one does
+    not tell)."""
+    return all(m.weight.is_contiguous(memory_format=fmt) for m in network.modules()
+               if isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.weight is not None)
 
 
 def dihedral_average(fn, x: torch.Tensor) -> torch.Tensor:
