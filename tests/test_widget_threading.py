@@ -203,8 +203,10 @@ def test_train_widget_prepares_in_the_worker_thread(viewer, qtbot, tmp_path, mon
 
     threads = []
     real = Trainer.prepare
+    checked = threading.Event()  # a busy machine may start the worker before the check below
 
     def recording(self):
+        checked.wait(60)  # in run() on the GUI thread this would stall it, and fail below
         threads.append(threading.current_thread())
         real(self)
 
@@ -216,6 +218,7 @@ def test_train_widget_prepares_in_the_worker_thread(viewer, qtbot, tmp_path, mon
     w.save_path.value = str(tmp_path / "m.safetensors")
     w.run()
     assert threads == [] and w.status.value.startswith("Preparing")  # run() returned at once
+    checked.set()
     qtbot.waitUntil(lambda: not w.job.running, timeout=120_000)
     assert len(threads) == 1 and threads[0] is not threading.main_thread()
     assert "saved to" in w.status.value and (tmp_path / "m.safetensors").exists()
