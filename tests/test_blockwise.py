@@ -79,6 +79,31 @@ def test_semantic_blocks_equal_the_in_memory_prediction(compressed_tiff, tmp_pat
     assert zarr.open_group(str(tmp_path / "out.zarr")).attrs["napari_unet"]["status"] == "complete"
 
 
+def test_closed_membranes_in_memory_and_the_threshold_in_blocks(compressed_tiff, tmp_path, membranes, capsys):
+    """A membrane model whose tuning chose closed membranes: prediction in memory closes them
+    on the whole stitched map (tiles do not matter), blocks fall back to the threshold and say so."""
+    from dataclasses import replace
+
+    from napari_unet.instances import close_membranes
+    from napari_unet.tiling import decide
+
+    model = _semantic_model()
+    model.postprocessing = {"threshold": 0.5, "membrane_seeds": 0.55}  # this random network's P(1) is ~0.5
+    tiled = run(predict(model, membranes[0], settings=CPU, probabilities=True))
+    one_pass = run(predict(model, membranes[0], settings=replace(CPU, tile=192), probabilities=True))
+    assert np.array_equal(tiled.labels, close_membranes(tiled.probabilities[1], 0.55))
+    assert np.array_equal(tiled.labels, one_pass.labels) and 0 < tiled.labels.mean() < 0.5
+    half = [run(predict(model, membranes[0], settings=replace(CPU, tile=t))).labels for t in (32, 192)]
+    assert np.array_equal(*half)  # float16 probabilities kept for the watershed: the same for any tile
+    result = run(predict_blockwise(model, compressed_tiff, tmp_path / "out.zarr", settings=CPU, block=64))
+    assert np.array_equal(result.labels[:], decide(tiled.probabilities, 0.5))
+    assert any("watershed" in n for n in result.notes)
+    model.save(tmp_path / "m.safetensors")
+    assert main(["predict", str(tmp_path / "m.safetensors"), str(compressed_tiff), "--out",
+                 str(tmp_path / "cli.zarr"), "--device", "cpu", "--quiet"]) == 0
+    assert "closing their gaps by a watershed needs the whole image" in capsys.readouterr().err
+
+
 def test_instance_blocks_give_the_same_objects_as_in_memory(tmp_path, nuclei):
     """A real image cut into 16 small blocks: every object (all smaller than the context) gets
     exactly its in-memory pixels, and one id."""

@@ -5,7 +5,7 @@ import torch
 
 from napari_unet.augment import Augmentation, augment, elastic_field
 from napari_unet.config import PredictConfig
-from napari_unet.instances import instances_from_probabilities
+from napari_unet.instances import close_membranes, instances_from_probabilities
 from napari_unet.metrics import iou_matrix
 from napari_unet.modelfile import UNetModel
 from napari_unet.predict import predict, run
@@ -213,3 +213,19 @@ def test_non_finite_probabilities_do_not_hang_the_seeds():
     p[:, 5:10, 5:10] = np.nan
     labels = instances_from_probabilities(p, min_size=1, interior_threshold=0.3, seed_dynamic=0.1)
     assert labels.shape == (40, 40) and (labels[5:10, 5:10] == 0).all()
+
+
+def test_closed_membranes_keep_two_cells_apart_across_a_faint_stretch():
+    from scipy import ndimage as ndi
+
+    p = np.full((30, 40), 0.05, np.float32)
+    p[:, 20] = 0.9  # the membrane between two cells ...
+    p[12:18, 20] = 0.4  # ... faint over six rows
+    assert ndi.label(p <= 0.5)[1] == 1  # a threshold merges the two cells
+    closed = close_membranes(p, 0.2)
+    assert closed.dtype == np.uint8 and ndi.label(closed == 0)[1] == 2
+    assert (closed[:, 20] == 1).all() and closed.sum() == 30  # one pixel wide, nothing of the cells lost
+    volume = close_membranes(np.stack([p] * 3), 0.2)  # volumes: a membrane surface
+    assert ndi.label(volume == 0)[1] == 2
+    assert close_membranes(np.full((5, 5), 0.9, np.float32), 0.2).all()  # no cell seed: all membrane
+    assert close_membranes(p, 0.2).sum() == 30 and p[12, 20] == np.float32(0.4)  # input not modified

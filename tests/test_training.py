@@ -6,6 +6,7 @@ import pytest
 import tifffile
 import torch
 
+from napari_unet._generators import run
 from napari_unet.cli import main
 from napari_unet.data import Pair, kfold, prepare, split_holdout
 from napari_unet.config import ConfigError, ModelConfig, Normalization
@@ -472,7 +473,12 @@ def test_membrane_threshold_is_tuned_and_used(membranes, tmp_path):
     assert records[-1].kind == "tuning"
     saved = UNetModel.load(out)
     t = saved.postprocessing["threshold"]
-    assert 0.2 <= t <= 0.8 and "validation_adapted_rand_error" in saved.postprocessing
+    post = saved.postprocessing
+    assert 0.2 <= t <= 0.8 and "validation_adapted_rand_error" in post
+    # closed membranes were compared, and kept only where they beat the threshold
+    closed_better = round(post["validation_closed_adapted_rand_error"], 4) < round(post["validation_adapted_rand_error"], 4)
+    assert ("membrane_seeds" in post) == closed_better
+    saved.postprocessing.pop("membrane_seeds", None)
     saved.postprocessing["threshold"] = 0.999  # almost nothing is membrane at this threshold
     high = run(predict(saved, img, "YX", PredictConfig(device="cpu"))).labels
     saved.postprocessing["threshold"] = 0.001  # almost everything is
@@ -485,6 +491,36 @@ def test_membrane_threshold_is_tuned_and_used(membranes, tmp_path):
     p = np.stack([1 - S.targets * 0.7, S.targets * 0.7]).astype(np.float32)  # class 1 at 0.7
     t, scores = tune_threshold([S], [p], rand=False)
     assert t < 0.7 and scores["f1"] == 1.0
+
+
+def test_closing_membranes_is_chosen_when_faint_membranes_merge_cells(membranes):
+    """Real ISBI labels made into a probability map whose membranes fade in places (as a
+    network's do): no threshold keeps those cells apart, the watershed does, and the tuning
+    finds it by the Rand error."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.evaluation import tune_membrane_seeds_steps, tune_threshold
+    from napari_unet.predict import semantic_classes
+
+    _, lab = membranes
+
+    class S:
+        targets = (lab == 1).astype(np.int16)
+
+    p1 = ndi.gaussian_filter(S.targets.astype(np.float32), 1.0) * 0.9 + 0.02
+    rng = np.random.default_rng(0)
+    ys, xs = np.nonzero(S.targets)
+    for k in rng.choice(len(ys), 40, replace=False):  # 40 faint stretches of 7x7 pixels
+        p1[max(0, ys[k] - 3): ys[k] + 4, max(0, xs[k] - 3): xs[k] + 4] = 0.15
+    p = np.stack([1 - p1, p1])
+    t, scores = tune_threshold([S], [p], rand=True)
+    seeds, closed_error = run(tune_membrane_seeds_steps([S], [p]))
+    assert seeds == 0.1  # seeds must stay out of the faint stretches (0.15)
+    assert closed_error < scores["adapted_rand_error"] - 0.05
+    model = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=2))
+    model.postprocessing = {"threshold": t, "membrane_seeds": seeds}
+    closed = semantic_classes(model, p)
+    assert ndi.label(closed == 0)[1] > ndi.label(p1 <= t)[1]  # more cells kept apart
 
 
 def test_train_help_shows_every_default(capsys):

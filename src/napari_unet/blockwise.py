@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Generator, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ class BlockResult:
     seconds: float
     objects: int | None = None
     probabilities: Any = None  # the zarr array of probabilities (classes first), when asked for
+    notes: list = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,7 +498,8 @@ def predict_blockwise(
     root, complete = _open_store(job, model, planes, plan, lo, hi, n_blocks)
     if complete:
         return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=n_blocks,
-                           seconds=time.perf_counter() - start_time, probabilities=_kept(root, job))
+                           seconds=time.perf_counter() - start_time, probabilities=_kept(root, job),
+                           notes=_notes(model))
     _CACHE.pop("key", None)
     _CACHE["models"] = {job.model_key: model}  # this process uses the caller's model (the latest only)
     passes = [("predicting blocks", pass_a, "done_a")]
@@ -517,12 +519,23 @@ def predict_blockwise(
         for done in _run(fn, job, todo, client, n_blocks, weights):
             yield TileProgress(done=done, total=n_blocks, batch=settings.batch, message=message)
     objects = int(root["scratch/offsets"][-1]) if model.config.mode == "instance" else None
+    notes = _notes(model)
     _finish(root)
     if ngff is not None:
         yield TileProgress(done=0, total=1, batch=settings.batch, message="writing OME-Zarr labels")
         write_ngff_labels(ngff, level, root["labels"], labels_name, planes.label_axes)
     return BlockResult(store=Path(out), labels=root["labels"], blocks=n_blocks, skipped=skipped,
-                       seconds=time.perf_counter() - start_time, objects=objects, probabilities=_kept(root, job))
+                       seconds=time.perf_counter() - start_time, objects=objects, probabilities=_kept(root, job),
+                       notes=notes)
+
+
+def _notes(model: UNetModel) -> list[str]:
+    from .predict import membrane_seeds
+
+    if membrane_seeds(model) is None:
+        return []
+    return [f"membranes are the class-1 probability above {model.postprocessing.get('threshold', 0.5):g}: "
+            "closing their gaps by a watershed needs the whole image (TIFF output), not blocks"]
 
 
 def _kept(root, job: Job):

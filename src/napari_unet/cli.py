@@ -164,6 +164,8 @@ def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
             cluster = getattr(client, "cluster", None)
             if cluster is not None:
                 cluster.close()
+    for note in result.notes:
+        print(f"{Path(args.inputs[0]).name}: {note}", file=sys.stderr)
     resumed = f", {result.skipped} found finished (resumed)" if result.skipped else ""
     objects = f", {result.objects} objects" if result.objects is not None else ""
     probs = f" and {result.store}/probabilities" if result.probabilities is not None else ""

@@ -15,7 +15,7 @@ import torch
 from . import metrics as M
 from ._generators import run
 from .axes import Planes
-from .instances import PostProcessing
+from .instances import MEMBRANE_SEEDS, PostProcessing, close_membranes
 from .modelfile import UNetModel
 from .targets import semantic_targets
 from .tiling import decide, plan_tiles, predict_tiles
@@ -147,3 +147,20 @@ def tune_threshold_steps(
             best_t, best_key, best_scores = float(t), key, scores
         yield done, len(thresholds)
     return best_t, best_scores
+
+
+def tune_membrane_seeds_steps(
+    samples: list, probabilities: list, seeds: tuple = MEMBRANE_SEEDS
+) -> Generator[tuple[int, int], None, tuple[float, float]]:
+    """Two-class membrane models: the seed threshold of
+    :func:`~napari_unet.instances.close_membranes` with the lowest mean adapted Rand error on
+    the (validation) samples. Yields (done, total) after each setting; returns
+    (seed threshold, its adapted Rand error)."""
+    best_seed, best_err = float(seeds[0]), float("inf")
+    for done, seed in enumerate(seeds, start=1):
+        err = float(np.mean([M.adapted_rand_error(s.targets == 1, close_membranes(p[1], seed) == 1)
+                             for s, p in zip(samples, probabilities)]))
+        if round(err, 4) < round(best_err, 4):
+            best_seed, best_err = float(seed), err
+        yield done, len(seeds)
+    return best_seed, best_err

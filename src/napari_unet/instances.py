@@ -212,6 +212,28 @@ def tune_steps(
     return best, best_ap
 
 
+MEMBRANE_SEEDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def close_membranes(membrane: np.ndarray, seed_threshold: float) -> np.ndarray:
+    """Membranes (class 1, uint8) as the one-pixel watershed lines between cells, from the
+    class-1 probability of a plane (Y, X) or volume (Z, Y, X).
+
+    Seeds are the connected regions where the membrane probability is below
+    ``seed_threshold`` (cell interiors); they grow by a watershed on the probability until
+    they meet, and where they meet is membrane. A faint stretch of membrane therefore still
+    separates two cells (a threshold would leave a gap and merge them), and membranes are
+    thin, so no pixel of a cell is lost to them. This is what the adapted Rand error of the
+    regions between membranes rewards (ISBI 2012). Without any seed (no cell): all membrane.
+    """
+    p = np.nan_to_num(np.asarray(membrane, dtype=np.float32), nan=1.0, posinf=1.0, neginf=0.0)
+    seeds, n = ndi.label(p < seed_threshold)
+    if n == 0:
+        return np.ones(p.shape, np.uint8)
+    cells = watershed(p, markers=seeds, watershed_line=True)
+    return (cells == 0).astype(np.uint8)
+
+
 def link_planes(labels: np.ndarray, threshold: float = 0.25) -> np.ndarray:
     """Give objects of consecutive planes one id when they overlap (stacks predicted plane by
     plane with a 2D model), like Cellpose's stitch threshold.

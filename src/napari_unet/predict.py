@@ -18,10 +18,10 @@ from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
-from .instances import PostProcessing, link_planes
+from .instances import PostProcessing, close_membranes, link_planes
 from .modelfile import UNetModel
 from .models import axes_geometry
-from .tiling import TilePlan, TileProgress, per_axis, plan_tiles, predict_tiles
+from .tiling import TilePlan, TileProgress, decide, per_axis, plan_tiles, predict_tiles
 
 @dataclass
 class Prediction:
@@ -64,6 +64,25 @@ def semantic_threshold(model: UNetModel) -> float | None:
     if model.config.mode != "semantic" or model.config.classes != 2:
         return None
     return model.postprocessing.get("threshold")
+
+
+def membrane_seeds(model: UNetModel) -> float | None:
+    """The seed threshold of a two-class semantic (membrane) model whose membranes are closed
+    by a watershed (:func:`~napari_unet.instances.close_membranes`), when the tuning at the end
+    of training chose it over the threshold alone (None: the threshold, or argmax)."""
+    if model.config.mode != "semantic" or model.config.classes != 2:
+        return None
+    seeds = model.postprocessing.get("membrane_seeds")
+    return None if seeds is None else float(seeds)
+
+
+def semantic_classes(model: UNetModel, probabilities: np.ndarray) -> np.ndarray:
+    """Classes of a semantic model from its (K, ...) probabilities of one plane or volume, as
+    :func:`predict` decides them: closed membranes, the tuned threshold, or the argmax."""
+    seeds = membrane_seeds(model)
+    if seeds is not None:
+        return close_membranes(probabilities[1], seeds)
+    return decide(probabilities, semantic_threshold(model))
 
 
 def labels_dtype(model: UNetModel) -> np.dtype:
@@ -120,8 +139,10 @@ def predict(
         )
     lo, hi = norm.percentiles(planes, model.normalization)
     instance = model.config.mode == "instance"
+    seeds = membrane_seeds(model)
+    whole = instance or seeds is not None  # post-processing of whole planes, after the tiles
     classes = model.config.classes
-    if probabilities_out is None and (probabilities or instance):
+    if probabilities_out is None and (probabilities or whole):
         dtype = np.float32 if probabilities else np.float16
         probabilities_out = np.zeros((classes,) + planes.label_shape, dtype)
     if labels_out is None:
@@ -138,7 +159,7 @@ def predict(
             plan,
             device=device,
             batch=settings.batch,
-            labels_out=None if instance else labels_out,
+            labels_out=None if whole else labels_out,
             probabilities_out=probabilities_out,
             mixed_precision=settings.mixed_precision,
             activation=model.config.activation,
@@ -151,8 +172,9 @@ def predict(
             release_memory(device)
     if result.batch_reduced:
         notes.append(f"GPU memory was short: tile batch reduced to {result.batch}")
-    if instance:
-        yield TileProgress(done=0, total=planes.n, batch=0, message="separating objects")
+    if whole:
+        message = "separating objects" if instance else "closing membranes"
+        yield TileProgress(done=0, total=planes.n, batch=0, message=message)
         post = PostProcessing.from_json(model.postprocessing, model.config.classes)
         if min_size is not None:
             post = replace(post, min_size=min_size)
@@ -160,11 +182,15 @@ def predict(
         for i in range(planes.n):
             full = (slice(None),) * len(planes.spatial)
             where = planes.label_index(i, *full)
-            plane_labels = post.apply(probabilities_out[(slice(None),) + where], first_id=next_id)
+            plane_probs = probabilities_out[(slice(None),) + where]
+            if instance:
+                plane_labels = post.apply(plane_probs, first_id=next_id)
+                next_id = max(next_id, int(plane_labels.max()) + 1)
+            else:
+                plane_labels = close_membranes(plane_probs[1], seeds)
             labels_out[where] = plane_labels
-            next_id = max(next_id, int(plane_labels.max()) + 1)
-            yield TileProgress(done=i + 1, total=planes.n, batch=0, message="separating objects")
-        if settings.link_z is not None:
+            yield TileProgress(done=i + 1, total=planes.n, batch=0, message=message)
+        if instance and settings.link_z is not None:
             if model.dims == 3 or "Z" not in planes.label_axes or not planes.label_axes.endswith("YX"):
                 notes.append("linking through z applies to 2D models on Z stacks: nothing to link")
             else:

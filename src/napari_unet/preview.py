@@ -27,8 +27,8 @@ from . import normalization as norm
 from .axes import Planes
 from .instances import PostProcessing
 from .modelfile import UNetModel
-from .predict import semantic_threshold
-from .tiling import decide, plan_tiles, predict_tiles
+from .predict import semantic_classes
+from .tiling import plan_tiles, predict_tiles
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def predict_region(model: UNetModel, request: PreviewRequest, device, max_side: 
     probabilities, region = region_probabilities(model, request, device, max_side)
     if model.config.mode == "instance":
         return PostProcessing.from_json(model.postprocessing, model.config.classes).apply(probabilities), region
-    return decide(probabilities, semantic_threshold(model)).astype(np.uint16), region
+    return semantic_classes(model, probabilities).astype(np.uint16), region
 
 
 def with_previews(

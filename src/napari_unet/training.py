@@ -29,8 +29,14 @@ from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
 from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import (autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, memory_format, release_memory,
                       resolve_device)
-from .evaluation import headline, predict_normalized, score_probabilities, tune_threshold_steps
-from .instances import grid_for, object_size, tune_steps
+from .evaluation import (
+    headline,
+    predict_normalized,
+    score_probabilities,
+    tune_membrane_seeds_steps,
+    tune_threshold_steps,
+)
+from .instances import MEMBRANE_SEEDS, grid_for, object_size, tune_steps
 from .modelfile import UNetModel, round_tiling
 from .models import axes_geometry, encoder_modules, encoder_parameters, network_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
@@ -890,6 +896,9 @@ class _Fit:
             settings = math.prod(len(grid[k]) for k in ("interior_threshold", "foreground_threshold", "seed_dynamic"))
             pixels = sum(s.size for s in self.val_subset)
             tune = settings * (0.01 * len(self.val_subset) + pixels * 1e-7)  # ~10 ms + 0.1 s/Mpx each
+        elif self._tunable():  # thresholds (Rand error: ~0.2 s/Mpx each), closed membranes (~1 s/Mpx each)
+            pixels = sum(s.size for s in self.val_subset)
+            tune = pixels * (13 * 2e-7 + len(MEMBRANE_SEEDS) * 1e-6)
         return step_seconds + val_seconds + tune + 0.02 * self.config.time_limit * 60
 
     def _save(self, history, best_epoch, metrics) -> None:
@@ -930,7 +939,13 @@ class _Fit:
         if self.model.config.mode == "semantic":
             # two classes, dense labels: the threshold with the best Rand error (membranes)
             t, scores = yield from self._tuning(tune_threshold_steps(self.val_subset, self._best_probs, rand=True))
-            self.model.postprocessing = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
+            post = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
+            # then membranes closed by a watershed, kept when they beat the threshold alone
+            seeds, err = yield from self._tuning(tune_membrane_seeds_steps(self.val_subset, self._best_probs))
+            post["validation_closed_adapted_rand_error"] = err
+            if round(err, 4) < round(scores["adapted_rand_error"], 4):
+                post["membrane_seeds"] = seeds
+            self.model.postprocessing = post
             if self.saved:
                 self._save(history, best_epoch, metrics)
             return

@@ -200,6 +200,15 @@ def _documentation(model: UNetModel, extra: str) -> str:
             f"(`napari-unet predict PACKAGE.zip ...`), with the settings tuned at the end of training: "
             f"`{json.dumps(post)}`.",
         ]
+    elif cfg.classes == 2 and model.postprocessing.get("membrane_seeds") is not None:
+        lines += [
+            "",
+            "## Membranes",
+            "The package outputs the probabilities. napari-unet closes the membranes with a watershed (chosen at the "
+            "end of training by the validation adapted Rand error): seeds are the regions where P(class 1) is below "
+            f"{model.postprocessing['membrane_seeds']:g}, and the membranes are the one-pixel lines where the grown "
+            f"seeds meet; without it, class 1 is P(class 1) > {model.postprocessing.get('threshold', 0.5):g}.",
+        ]
     settings = train.get("config", {}) if isinstance(train.get("config"), dict) else {}
     if settings:
         keep = {k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}

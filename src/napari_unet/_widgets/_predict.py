@@ -403,8 +403,9 @@ class PredictWidget(Container):
             self.viewer.add_image(da.from_zarr(result.probabilities), name=f"{name} probabilities", visible=False,
                                   scale=[1] + list(transform["scale"]), translate=[0] + list(transform["translate"]))
         resumed = f", {result.skipped} already done" if result.skipped else ""
+        notes = "".join(f"; {n}" for n in result.notes)
         self.status.value = (f"{name}: {result.blocks} blocks{resumed} into {result.store.name}, "
-                             f"{result.seconds:.1f} s (lazy layer: read from the store as you browse)")
+                             f"{result.seconds:.1f} s (lazy layer: read from the store as you browse{notes})")
 
     def _write_labels(self, name: str, labels: np.ndarray, transform: dict, labels_checksum: int | None = None):
         """Update our own layer in place; never overwrite labels the user has edited.
