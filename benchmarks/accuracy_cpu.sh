@@ -7,6 +7,7 @@
 #                   python benchmarks/make_rescaled.py bench_data/dsb_test 2 bench_data/dsb_test_x2
 # Writes benchmarks/results/NAME_{train.log,eval.jsonl} and NAME.safetensors (not committed).
 # SKIP_TRAIN=1: only the scores after the first one (the model exists, dsb_test is scored).
+# QUICK=1: only dsb_test and other_nuclei_2d.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=$1; MINUTES=$2; shift 2
@@ -33,11 +34,13 @@ PY
 }
 [[ -n "${SKIP_TRAIN:-}" ]] || : > $R/${NAME}_eval.jsonl
 [[ -n "${SKIP_TRAIN:-}" ]] || ev dsb_test $B/dsb_test
-ev dsb_test_tta $B/dsb_test --tta
+[[ -n "${QUICK:-}" ]] || ev dsb_test_tta $B/dsb_test --tta
 ev other_nuclei_2d $B/other_nuclei_2d
+if [[ -z "${QUICK:-}" ]]; then
 ev other_nuclei_2d_auto_size $B/other_nuclei_2d --object-size auto
 ev dsb_test_x0.5 $B/dsb_test_x0.5
 ev dsb_test_x0.5_size $B/dsb_test_x0.5 --object-size auto
 ev dsb_test_x2 $B/dsb_test_x2
 ev dsb_test_x2_size $B/dsb_test_x2 --object-size auto
+fi
 cat $R/${NAME}_eval.jsonl

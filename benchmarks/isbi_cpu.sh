@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # ISBI 2012 membranes, semantic mode, default settings for MINUTES on this CPU; scored on slices 25-29.
 #   bash benchmarks/isbi_cpu.sh NAME MINUTES [extra train flags...]
+# SKIP_TRAIN=1: only the scores (benchmarks/results/NAME.safetensors exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME=$1; MINUTES=$2; shift 2
 B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
+if [[ -z "${SKIP_TRAIN:-}" ]]; then
 { echo "command: napari-unet train --images $B/isbi_train/images --labels $B/isbi_train/labels --mode semantic --device cpu --time-limit $MINUTES $*"
   echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"; } > $R/${NAME}_train.log
 t0=$(date +%s)
 .venv/bin/napari-unet train --images $B/isbi_train/images --labels $B/isbi_train/labels --out $R/$NAME.safetensors \
     --mode semantic --device cpu --time-limit "$MINUTES" --quiet "$@" 2>> $R/${NAME}_train.log
 echo "wall seconds: $(( $(date +%s) - t0 ))" >> $R/${NAME}_train.log
+fi
 for flags in "" "--tta"; do
     .venv/bin/napari-unet evaluate $R/$NAME.safetensors --images $B/isbi_test/images --labels $B/isbi_test/labels \
         --device cpu --quiet $flags 2>/dev/null | .venv/bin/python -c "

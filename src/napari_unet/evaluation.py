@@ -164,3 +164,17 @@ def tune_membrane_seeds_steps(
             best_seed, best_err = float(seed), err
         yield done, len(seeds)
     return best_seed, best_err
+
+
+def tune_membranes_steps(samples: list, probabilities: list) -> Generator[tuple[int, int], None, dict]:
+    """Two-class models with dense labels (membranes): the post-processing with the lowest
+    validation adapted Rand error, as stored in the model file: the threshold
+    (:func:`tune_threshold_steps`), then closed membranes (:func:`tune_membrane_seeds_steps`),
+    whose ``membrane_seeds`` are kept only when they beat the threshold alone."""
+    t, scores = yield from tune_threshold_steps(samples, probabilities, rand=True)
+    post = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
+    seeds, err = yield from tune_membrane_seeds_steps(samples, probabilities)
+    post["validation_closed_adapted_rand_error"] = err
+    if round(err, 4) < round(scores["adapted_rand_error"], 4):
+        post["membrane_seeds"] = seeds
+    return post

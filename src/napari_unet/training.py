@@ -33,8 +33,7 @@ from .evaluation import (
     headline,
     predict_normalized,
     score_probabilities,
-    tune_membrane_seeds_steps,
-    tune_threshold_steps,
+    tune_membranes_steps,
 )
 from .instances import MEMBRANE_SEEDS, grid_for, object_size, tune_steps
 from .modelfile import UNetModel, round_tiling
@@ -659,6 +658,7 @@ class _Fit:
         self.object_size = object_size or {}
         self.started = started
         self.saved = False  # whether ``out`` holds a model of this run
+        self._can_tune: bool | None = None  # see _tunable
         self.distance = model.config.activation == "sigmoid"
         geometries = axes_geometry(model.geometry)
         patch = (config.patch_z, config.patch, config.patch) if len(geometries) == 3 else (config.patch,) * 2
@@ -921,8 +921,11 @@ class _Fit:
             self.saved = True
 
     def _tunable(self) -> bool:
-        c = self.model.config
-        return c.mode == "instance" or (c.classes == 2 and all((s.targets >= 0).all() for s in self.val_subset))
+        """Instance models, and two-class models with dense validation labels (membranes)."""
+        if self._can_tune is None:  # asked before every step (the time left): looked at once
+            c = self.model.config
+            self._can_tune = c.mode == "instance" or (c.classes == 2 and all((s.targets >= 0).all() for s in self.val_subset))
+        return self._can_tune
 
     def _tuning(self, steps: Generator[tuple[int, int], None, tuple]) -> Generator[TrainProgress, None, tuple]:
         """Drive a tuning generator, yielding a progress record after each of its settings."""
@@ -937,15 +940,9 @@ class _Fit:
 
     def _tune_postprocessing(self, history, best_epoch, metrics) -> Generator[TrainProgress, None, None]:
         if self.model.config.mode == "semantic":
-            # two classes, dense labels: the threshold with the best Rand error (membranes)
-            t, scores = yield from self._tuning(tune_threshold_steps(self.val_subset, self._best_probs, rand=True))
-            post = {"threshold": t, **{f"validation_{k}": v for k, v in scores.items()}}
-            # then membranes closed by a watershed, kept when they beat the threshold alone
-            seeds, err = yield from self._tuning(tune_membrane_seeds_steps(self.val_subset, self._best_probs))
-            post["validation_closed_adapted_rand_error"] = err
-            if round(err, 4) < round(scores["adapted_rand_error"], 4):
-                post["membrane_seeds"] = seeds
-            self.model.postprocessing = post
+            # two classes, dense labels (membranes): the threshold, then membranes closed by a
+            # watershed when their Rand error is lower
+            self.model.postprocessing = yield from self._tuning(tune_membranes_steps(self.val_subset, self._best_probs))
             if self.saved:
                 self._save(history, best_epoch, metrics)
             return
