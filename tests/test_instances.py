@@ -229,3 +229,33 @@ def test_closed_membranes_keep_two_cells_apart_across_a_faint_stretch():
     assert ndi.label(volume == 0)[1] == 2
     assert close_membranes(np.full((5, 5), 0.9, np.float32), 0.2).all()  # no cell seed: all membrane
     assert close_membranes(p, 0.2).sum() == 30 and p[12, 20] == np.float32(0.4)  # input not modified
+
+
+def test_tuning_computes_h_maxima_once_per_dynamic_with_the_same_result(nuclei, monkeypatch):
+    """The tuning reuses each image's h-maxima across the thresholds: the same settings and AP
+    as segmenting every setting from scratch, with one h-maxima per image and dynamic."""
+    import itertools
+
+    from napari_unet import instances as I
+    from napari_unet.metrics import match_counts, summarize_matches
+
+    model = UNetModel.load(SAMPLE_MODEL)
+    img, lab = nuclei
+    probs = run(predict(model, img, settings=PredictConfig(device="cpu"), probabilities=True)).probabilities
+    windows = [probs[:, :96, :96], probs[:, 96:, 96:]]
+    truths = [lab[:96, :96], lab[96:, 96:]]
+    grid = I.grid_for(2)
+    best, best_ap = None, -1.0
+    for seed, fg, dyn in itertools.product(grid["interior_threshold"], grid["foreground_threshold"], grid["seed_dynamic"]):
+        for min_size in grid["min_size"]:
+            counts = [match_counts(t, I.drop_small(I.segment(p, seed, fg, dyn), min_size), (0.5,))
+                      for p, t in zip(windows, truths)]
+            ap = summarize_matches(counts)["ap@0.5"]
+            if ap > best_ap + 1e-9:
+                best, best_ap = I.PostProcessing(seed, fg, int(min_size), dyn), ap
+    calls = []
+    real = I.maxima
+    monkeypatch.setattr(I, "maxima", lambda p, d: calls.append(d) or real(p, d))
+    post, ap = I.tune(windows, truths, grid)
+    assert (post, ap) == (best, best_ap) and best_ap > 0.5
+    assert sorted(calls) == sorted(list(grid["seed_dynamic"]) * len(windows))

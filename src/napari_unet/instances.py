@@ -47,26 +47,42 @@ def instances_from_probabilities(
     return drop_small(labels, min_size, first_id)
 
 
-def segment(
-    probabilities: np.ndarray, interior_threshold: float, foreground_threshold: float,
-    seed_dynamic: float | None = None,
-) -> np.ndarray:
-    """Seeded watershed and :func:`merge_enclosed`, before any size filter (ids not consecutive)."""
+def _checked(probabilities: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float32)
     if p.ndim not in (3, 4) or p.shape[0] not in (2, 3):
         raise ValueError(f"expected probabilities of shape (3 or 2, [Z,] Y, X), got {p.shape}")
     if not np.isfinite(p).all():  # never expected; h-maxima would not return on NaN
         p = np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0)
+    return p
+
+
+def _height(p: np.ndarray) -> np.ndarray:
+    """The watershed's height map: P(interior) (3 classes) or the distance (2 channels)."""
+    return p[INTERIOR] if p.shape[0] == 3 else p[1]
+
+
+def maxima(probabilities: np.ndarray, seed_dynamic: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed height and its h-maxima of dynamic ``seed_dynamic`` (the costly part of
+    :func:`segment`; the tuning computes it once per image and dynamic)."""
+    # one pixel of smoothing: single-pixel noise on a ridge must not count as a maximum
+    height = ndi.gaussian_filter(_height(_checked(probabilities)), 1.0)
+    return height, h_maxima(height, seed_dynamic).astype(bool)
+
+
+def segment(
+    probabilities: np.ndarray, interior_threshold: float, foreground_threshold: float,
+    seed_dynamic: float | None = None, precomputed: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Seeded watershed and :func:`merge_enclosed`, before any size filter (ids not consecutive).
+    ``precomputed``: :func:`maxima` of these probabilities for ``seed_dynamic``."""
+    p = _checked(probabilities)
+    height = _height(p)
     if p.shape[0] == 3:
-        height = p[INTERIOR]
         foreground = (1.0 - p[BACKGROUND]) > foreground_threshold
     else:
-        height = p[1]
         foreground = p[0] > foreground_threshold
     if seed_dynamic:
-        # one pixel of smoothing: single-pixel noise on a ridge must not count as a maximum
-        height = ndi.gaussian_filter(height, 1.0)
-        peaks = h_maxima(height, seed_dynamic).astype(bool)
+        height, peaks = precomputed if precomputed is not None else maxima(p, seed_dynamic)
         seeds, n = ndi.label(peaks & foreground & (height > interior_threshold))
     else:
         seeds, n = ndi.label((height > interior_threshold) & foreground)
@@ -201,8 +217,14 @@ def tune_steps(
     best, best_ap = PostProcessing(), -1.0
     settings = list(itertools.product(grid["interior_threshold"], grid["foreground_threshold"],
                                       grid.get("seed_dynamic", (None,))))
+    computed: dict = {}  # h-maxima per image and dynamic: the thresholds do not change them
     for done, (seed, fg, dynamic) in enumerate(settings, start=1):
-        segmented = [segment(p, seed, fg, dynamic) for p in probabilities]  # the size filter comes after
+        if dynamic:
+            for k, p in enumerate(probabilities):
+                if (k, dynamic) not in computed:
+                    computed[k, dynamic] = maxima(p, dynamic)
+        segmented = [segment(p, seed, fg, dynamic, computed.get((k, dynamic)))  # the size filter comes after
+                     for k, p in enumerate(probabilities)]
         for min_size in grid["min_size"]:
             counts = [match_counts(lab, drop_small(seg, min_size), (0.5,)) for seg, lab in zip(segmented, labels)]
             ap = summarize_matches(counts)["ap@0.5"]

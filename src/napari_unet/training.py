@@ -894,8 +894,11 @@ class _Fit:
         if self.config.mode == "instance":
             grid = grid_for(self.model.config.classes, self.object_size.get("area"))
             settings = math.prod(len(grid[k]) for k in ("interior_threshold", "foreground_threshold", "seed_dynamic"))
+            dynamics = sum(1 for d in grid["seed_dynamic"] if d)
             pixels = sum(s.size for s in self.val_subset)
-            tune = settings * (0.01 * len(self.val_subset) + pixels * 1e-7)  # ~10 ms + 0.1 s/Mpx each
+            # measured on a 2-core Zen 3 (benchmarks/results/tuning_cost.txt): 0.22 s/Mpx per setting,
+            # h-maxima 0.41 s/Mpx per dynamic; with a margin
+            tune = pixels * (settings * 2.5e-7 + dynamics * 5e-7)
         elif self._tunable():  # thresholds (Rand error: ~0.2 s/Mpx each), closed membranes (~1 s/Mpx each)
             pixels = sum(s.size for s in self.val_subset)
             tune = pixels * (13 * 2e-7 + len(MEMBRANE_SEEDS) * 1e-6)
