@@ -287,6 +287,32 @@ def test_time_limit_covers_the_whole_run_including_tuning(data_dir, monkeypatch)
     assert trainer.model.postprocessing  # tuned, not skipped
 
 
+def test_validation_budget_of_a_time_limited_run_leaves_room_for_the_tuning(data_dir, monkeypatch):
+    """With a time limit, the steps between validations grow so that validating and the
+    tuning at the end stay within --val-budget: the more the tuning costs, the longer the
+    epochs between validations (fake clock, 1 s per reading)."""
+    from napari_unet import training
+
+    def validations(tuning_share):
+        now = [0.0]
+
+        def fake_clock():
+            now[0] += 1.0
+            return now[0]
+
+        monkeypatch.setattr(training, "clock", fake_clock)
+        monkeypatch.setattr(training._Fit, "_tuning_seconds", lambda self: tuning_share * 600)
+        cfg = TrainConfig(mode="instance", epochs=100, time_limit=10.0, val_budget=0.02,
+                          **{**TINY, "steps_per_epoch": 0})
+        _, result = drive(Trainer(nuclei_pairs(data_dir), cfg).run())
+        seconds = [r["seconds"] for r in result.history]
+        assert len(seconds) >= 3
+        return np.diff(seconds[1:]).mean()  # time between validations, after the first epoch
+
+    free, costly = validations(0.0), validations(0.015)
+    assert costly > 1.5 * free  # the share left for validating halves (0.02 -> 0.01): epochs twice as long
+
+
 def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, monkeypatch):
     from napari_unet import training
 

@@ -103,7 +103,7 @@ class TrainConfig:
         the most labels (0 = whole planes), so that many images fit the validation budget.
     val_budget : float
         Largest share of the training time spent validating (the steps between validations
-        grow to keep it).
+        grow to keep it); with a time limit, the post-processing tuning at the end counts in it.
     folds : int
         K-fold cross-validation when >= 2 (overrides ``val_fraction``).
     patience : int
@@ -862,8 +862,10 @@ class _Fit:
                     stopped = f"no improvement for {config.patience} epochs (early stopping)"
                     break
                 if not config.steps_per_epoch and step_seconds:
-                    # keep validation within its share of the time
+                    # keep validation within its share of the time, the tuning at the end included
                     budget = config.val_budget
+                    if limit:
+                        budget = max(budget / 2, budget - self._tuning_seconds() / limit)
                     steps = max(steps, math.ceil(val_seconds * (1 - budget) / budget / step_seconds))
             if best_state is not None and self._best_probs and self._tunable():
                 network.load_state_dict(best_state)
@@ -890,19 +892,20 @@ class _Fit:
             pixels = sum(s.size for s in self.val_subset)
             val_seconds = pixels / (self.batch * math.prod(self.out_patch)) * step_seconds / 3
             val_seconds += 0.05 * len(self.val_subset)
-        tune = 0.0
+        return step_seconds + val_seconds + self._tuning_seconds() + 0.02 * self.config.time_limit * 60
+
+    def _tuning_seconds(self) -> float:
+        """What the post-processing tuning at the end will take, from measured costs (2-core
+        Zen 3, ``benchmarks/results/tuning_cost.txt``) with a margin."""
+        pixels = sum(s.size for s in self.val_subset)
         if self.config.mode == "instance":
             grid = grid_for(self.model.config.classes, self.object_size.get("area"))
             settings = math.prod(len(grid[k]) for k in ("interior_threshold", "foreground_threshold", "seed_dynamic"))
             dynamics = sum(1 for d in grid["seed_dynamic"] if d)
-            pixels = sum(s.size for s in self.val_subset)
-            # measured on a 2-core Zen 3 (benchmarks/results/tuning_cost.txt): 0.22 s/Mpx per setting,
-            # h-maxima 0.41 s/Mpx per dynamic; with a margin
-            tune = pixels * (settings * 2.5e-7 + dynamics * 5e-7)
-        elif self._tunable():  # thresholds (Rand error: ~0.2 s/Mpx each), closed membranes (~1 s/Mpx each)
-            pixels = sum(s.size for s in self.val_subset)
-            tune = pixels * (13 * 2e-7 + len(MEMBRANE_SEEDS) * 1e-6)
-        return step_seconds + val_seconds + tune + 0.02 * self.config.time_limit * 60
+            return pixels * (settings * 2.5e-7 + dynamics * 5e-7)  # 0.21 s/Mpx a setting, h-maxima 0.3 s/Mpx
+        if self._tunable():  # thresholds (Rand error ~0.2 s/Mpx each), closed membranes (~0.75 s/Mpx each)
+            return pixels * (13 * 2e-7 + len(MEMBRANE_SEEDS) * 1e-6)
+        return 0.0
 
     def _save(self, history, best_epoch, metrics) -> None:
         model = self.model
