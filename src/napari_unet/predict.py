@@ -187,7 +187,7 @@ def predict(
                 plane_labels = post.apply(plane_probs, first_id=next_id)
                 next_id = max(next_id, int(plane_labels.max()) + 1)
             else:
-                plane_labels = close_membranes(plane_probs[1], seeds)
+                plane_labels = semantic_classes(model, plane_probs)
             labels_out[where] = plane_labels
             yield TileProgress(done=i + 1, total=planes.n, batch=0, message=message)
         if instance and settings.link_z is not None:
