@@ -704,3 +704,38 @@ def test_training_keeps_the_averaged_weights(data_dir, tmp_path):
         torch.testing.assert_close(v.float(), wa[k].float())
     with pytest.raises(ConfigError, match="weight_average"):
         TrainConfig(weight_average=1.0)
+
+
+def test_base_width_default_follows_the_device(monkeypatch, tmp_path):
+    """Width 8 for the padded 2D unet where the CPU trains in float32, else 16 (measured in
+    docs/benchmarks.md, round 5); an explicit width and saved settings are kept."""
+    from napari_unet import devices
+    from napari_unet.training import default_base_width
+
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)
+    assert TrainConfig(device="cpu").base_width == 8
+    assert TrainConfig(device="cpu", arch="unet-paper").base_width == 16
+    assert TrainConfig(device="cpu", dims=3).base_width == 16
+    assert TrainConfig(device="cpu", base_width=24).base_width == 24
+    saved = TrainConfig(device="cpu").to_json()
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: True)
+    assert TrainConfig(device="cpu").base_width == 16
+    assert TrainConfig(device="cpu", mixed_precision=False).base_width == 8  # --fp32
+    assert TrainConfig.from_json(saved).base_width == 8  # a replay trains what was trained
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_base_width("cuda") == 16  # not usable: training then says so itself
+    # the command line trains what it says, and the run's line names the width
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    rng = np.random.default_rng(0)
+    lab = np.zeros((64, 64), np.uint16)
+    lab[10:25, 10:25], lab[35:55, 30:50] = 1, 2
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(images / name, (lab > 0) * 200 + rng.integers(0, 40, lab.shape, dtype=np.uint8))
+        tifffile.imwrite(labels / name, lab)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(out), "--mode", "instance",
+                 "--device", "cpu", "--depth", "2", "--patch", "32", "--batch", "2", "--steps", "2", "--epochs", "1",
+                 "--tile", "64", "--quiet"]) == 0
+    assert UNetModel.load(out).config.base_width == 8

@@ -32,6 +32,26 @@ def test_train_widget_defaults_are_the_cli_defaults(make_napari_viewer):
     assert dataclasses.replace(cfg) == TrainConfig.from_json(cfg.to_json())  # replayable by the CLI
 
 
+def test_train_widget_base_width_follows_the_device_until_set(make_napari_viewer, monkeypatch):
+    from napari_unet import devices
+    from napari_unet._widgets import TrainWidget
+
+    monkeypatch.setattr(devices, "cpu_computes_bf16", lambda: False)  # a float32 CPU, as most laptops
+    w = TrainWidget(make_napari_viewer())
+    w.device.value = "cpu"
+    assert w.base_width.value == 8 and w.config().base_width == 8
+    assert "float32" in w.defaults_note.value and "2-core" in w.defaults_note.value
+    w.arch.value = "unet-paper"
+    assert w.base_width.value == 16  # width 8 was measured for the padded unet only
+    w.arch.value = "unet"
+    assert w.base_width.value == 8
+    w.base_width.value = 24  # the user's choice is never overridden
+    w.arch.value = "unet-paper"
+    w.arch.value = "unet"
+    w.device.value = "auto"
+    assert w.base_width.value == 24 and w.config().base_width == 24
+
+
 def test_predict_widget_passes_tta_and_object_size(make_napari_viewer, nuclei, monkeypatch, qtbot):
     from napari_unet import predict as P
     from napari_unet._widgets import PredictWidget

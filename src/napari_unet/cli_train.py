@@ -60,8 +60,14 @@ def _defaults() -> dict:
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def _shown(value) -> str:
-    return "none (automatic)" if value is None else str(value)
+AUTOMATIC = {"base_width": "8 for the padded 2D unet on a CPU that trains in float32 (no native bfloat16), "
+                            "else 16: chosen by measurement, see docs/benchmarks.md"}
+
+
+def _shown(value, name: str = "") -> str:
+    if value is None:
+        return AUTOMATIC.get(name, "none (automatic)")
+    return str(value)
 
 
 def add_commands(sub) -> None:
@@ -71,7 +77,7 @@ def add_commands(sub) -> None:
     p.add_argument("--labels", required=True, help="folder of labels with the same file names")
     p.add_argument("--out", required=True, help="model file to write (the best model is kept)")
     for flag, (name, typ, help_) in TRAIN_FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {_shown(defaults[name])})")
+        p.add_argument(flag, type=typ, default=None, help=f"{help_} (default: {_shown(defaults[name], name)})")
     for flag, (name, help_) in TRAIN_SWITCHES.items():
         p.add_argument(flag, action="store_true", default=None, help=f"{help_} (default: {'on' if defaults[name] else 'off'})")
     p.add_argument("--fp32", action="store_true", default=None,

@@ -31,6 +31,18 @@ def device_hint() -> str:
     return describe_torch()
 
 
+def defaults_note(width: int, arch: str, dims: int) -> str:
+    """What the defaults were chosen for, and what they gave there (docs/benchmarks.md)."""
+    note = "Defaults chosen by measurement on a 2-core laptop CPU (docs/benchmarks.md)"
+    if arch != "unet" or dims != 2:
+        return note + "."
+    if width == 8:
+        return (note + ": base width 8 where the CPU trains in float32 (no native bfloat16, as here); "
+                "20 minutes there give DSB2018 test AP@0.5 0.72.")
+    return (note + ": base width 16 where the CPU computes bfloat16 or on a GPU; 20 minutes of a CPU "
+            "with bfloat16 give DSB2018 test AP@0.5 0.77.")
+
+
 class TrainWidget(Container):
     """Dock widget: pick layer pairs and settings, then Start / Cancel training.
 
@@ -82,7 +94,11 @@ class TrainWidget(Container):
         self.patch_z = SpinBox(label="patch z", value=defaults.patch_z, min=1, max=512,
                                tooltip="3D: depth of a training patch in planes")
         self.base_width = SpinBox(label="base width", value=defaults.base_width, min=4, max=128, step=4,
-                                  tooltip="Channels of the first level (the paper: 64)")
+                                  tooltip="Channels of the first level (the paper: 64). Until you change it, "
+                                          "it follows the device: 8 for the padded unet on a CPU without "
+                                          "native bfloat16, else 16 (measured, docs/benchmarks.md)")
+        self._width_is_default = True  # follows the device until the user sets it
+        self._setting_width = False
         self.epochs = SpinBox(label="epochs", value=defaults.epochs, min=1, max=10000,
                               tooltip="Maximum number of validations; training also stops at the time limit")
         self.time_limit = FloatSpinBox(label="time limit (min)", value=0.0, min=0.0, max=10000.0, step=1.0,
@@ -95,8 +111,7 @@ class TrainWidget(Container):
         self.val_fraction = FloatSpinBox(label="validation", value=defaults.val_fraction, min=0.05, max=0.5,
                                          step=0.05, tooltip="Fraction held out (a strip holding that share of the "
                                                             "labels when there is one image)")
-        self.defaults_note = Label(value="Defaults were chosen by measurement on a 2-core laptop CPU "
-                                         "(docs/benchmarks.md): 20 minutes there give DSB2018 test AP@0.5 0.77.")
+        self.defaults_note = Label(value="")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.device_info = Label(value="")
         self.fine_tune = CheckBox(text="fine-tune the current model", value=False,
@@ -147,6 +162,10 @@ class TrainWidget(Container):
         self.mode.changed.connect(self._refresh)
         self.arch.changed.connect(self._refresh)
         self.dims.changed.connect(self._refresh)
+        for choice in (self.device, self.arch, self.dims):
+            choice.changed.connect(self._follow_device)
+        self.base_width.changed.connect(self._width_set)
+        self._follow_device()
         self.closed = False
         self._listening = [
             (viewer.layers.events.inserted, self._layers_changed),
@@ -199,6 +218,23 @@ class TrainWidget(Container):
         chosen = set(self.pairs.value)
         self._pairs = [p for p in self._pairs if f"{p[0]} + {p[1]}" not in chosen]
         self.pairs.choices = [f"{i} + {l}" for i, l in self._pairs]
+
+    def _width_set(self, event=None) -> None:
+        if not self._setting_width:
+            self._width_is_default = False
+
+    def _follow_device(self, event=None) -> None:
+        """The base width default of the chosen device (the command line's), and what it was measured on."""
+        from napari_unet.training import default_base_width
+
+        width = default_base_width(self.device.value, self.arch.value, self.dims.value)
+        if self._width_is_default and self.base_width.value != width:
+            self._setting_width = True
+            try:
+                self.base_width.value = width
+            finally:
+                self._setting_width = False
+        self.defaults_note.value = defaults_note(width, self.arch.value, self.dims.value)
 
     def _refresh(self, event=None) -> None:
         running = self.job is not None and self.job.running
