@@ -5,6 +5,7 @@
     python benchmarks/step_cost.py --formats     # default network: float32/bf16 x contiguous/channels_last
     python benchmarks/step_cost.py --inference   # prediction of 4 tiles in the same formats
     python benchmarks/step_cost.py --volumes     # 3D networks vs the 2D default, per output voxel
+    python benchmarks/step_cost.py --widths      # the padded unet at widths 8-32, as training runs it here
 
 Prints seconds per step (mean of 4 after one warm-up) and output kilopixels per second.
 """
@@ -113,6 +114,34 @@ def formats(n: int = 10) -> None:
             print(f"patch {size} batch {batch} bf16={bf16} channels_last={channels_last}: {dt:.3f} s/step", flush=True)
 
 
+def widths(n: int = 8) -> None:
+    """Training steps of the padded 2D unet at several base widths, in the precision and
+    memory format that training uses on this CPU (bf16 autocast where it is native)."""
+    from napari_unet.devices import cpu_computes_bf16
+    from napari_unet.models import PaperUNet
+
+    bf16 = cpu_computes_bf16()
+    for width in (8, 16, 24, 32):
+        for size, batch in ((128, 8), (256, 8)):
+            torch.manual_seed(0)
+            net = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
+            x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
+            opt = torch.optim.Adam(net.parameters(), 1e-3)
+            net.train()
+            for i in range(n + 2):
+                if i == 2:
+                    t = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = net(x)
+                loss = out.float().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            dt = (time.perf_counter() - t) / n
+            print(f"width {width} patch {size} batch {batch} bf16={bf16}: {dt:.3f} s/step, "
+                  f"{size * size * batch / dt / 1e3:.0f} kpx/s", flush=True)
+
+
 def volumes(n: int = 6) -> None:
     """Training steps of 3D networks (padded, width 16) against the 2D default, in bf16 with
     channels_last(_3d) as training runs them, per output voxel."""
@@ -165,8 +194,11 @@ if __name__ == "__main__":
     parser.add_argument("--formats", action="store_true")
     parser.add_argument("--inference", action="store_true")
     parser.add_argument("--volumes", action="store_true")
+    parser.add_argument("--widths", action="store_true")
     args = parser.parse_args()
-    if args.formats:
+    if args.widths:
+        widths()
+    elif args.formats:
         formats()
     elif args.inference:
         inference()
