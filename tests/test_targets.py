@@ -68,8 +68,8 @@ def test_semantic_unlabelled_zero():
     lab = np.array([[0, 1, 2]])
     np.testing.assert_array_equal(semantic_targets(lab, True), [[IGNORE, 0, 1]])
     np.testing.assert_array_equal(semantic_targets(lab, False), [[0, 1, 2]])
-    t, w, d, dw = make_targets(lab, "semantic", 2, unlabelled_zero=True)
-    assert d is None and dw is None
+    t, w, d = make_targets(lab, "semantic", 2, unlabelled_zero=True)
+    assert d is None
     assert w[0, 0] == 0 and w[0, 1] > 0
 
 
@@ -95,8 +95,7 @@ def test_distance_targets_are_scaled_per_object():
     lab = np.zeros((30, 60), np.uint16)
     lab[5:25, 5:25] = 1  # large
     lab[10:16, 40:46] = 2  # small
-    t, w, d, dw = make_targets(lab, "instance", 2, instance_targets="distance")
-    assert dw is None  # touching weights are off unless asked for
+    t, w, d = make_targets(lab, "instance", 2, instance_targets="distance")
     assert set(np.unique(t)) == {0, 1}
     assert d.dtype == np.float32 and d.min() == 0
     for i in (1, 2):  # each object reaches 1 at its centre, whatever its size
@@ -104,21 +103,3 @@ def test_distance_targets_are_scaled_per_object():
         assert d[lab == i].min() > 0
     assert (d[lab == 0] == 0).all()
     assert w.shape == lab.shape and (w > 0).all()
-
-
-def test_touching_weights_rise_where_objects_touch():
-    lab = np.zeros((40, 80), np.uint16)
-    lab[10:30, 10:30] = 1
-    lab[10:30, 30:50] = 2  # touches object 1 along column 29/30
-    lab[10:30, 65:75] = 3  # alone: 15 px from object 2
-    t, w, d, dw = make_targets(lab, "instance", 2, instance_targets="distance", touching=5.0, sigma=3.0)
-    assert dw.shape == lab.shape and dw.dtype == np.float32
-    assert (dw[lab == 0] == 1).all()  # background: the distance target is 0 there anyway
-    # at the shared border: 1 + 5 * exp(-1 / 18) (d2 = 1 px to the other object)
-    assert dw[20, 29] == pytest.approx(1 + 5 * np.exp(-1 / 18), rel=1e-5)
-    assert dw[20, 29] > dw[20, 20] > dw[20, 12] >= 1  # falls away from the touching side
-    assert dw[lab == 3].max() < 1.01  # a lone object weighs 1 (its neighbour is far)
-    # the foreground weights are the paper's, unchanged by the touching weights
-    t0, w0_, d0, _ = make_targets(lab, "instance", 2, instance_targets="distance", sigma=3.0)
-    np.testing.assert_array_equal(w, w0_)
-    np.testing.assert_array_equal(d, d0)

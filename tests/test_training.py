@@ -739,34 +739,3 @@ def test_base_width_default_follows_the_device(monkeypatch, tmp_path):
                  "--device", "cpu", "--depth", "2", "--patch", "32", "--batch", "2", "--steps", "2", "--epochs", "1",
                  "--tile", "64", "--quiet"]) == 0
     assert UNetModel.load(out).config.base_width == 8
-
-
-def test_touching_weights_reach_the_loss_of_the_distance(data_dir, monkeypatch):
-    """With --touching, the samples carry the distance's loss weights through patch cutting
-    and augmentation (a third map), and the loss of the distance channel uses them."""
-    from napari_unet import training
-
-    config = TrainConfig(mode="instance", instance_targets="distance", epochs=1, touching=4.0, device="cpu", **TINY)
-    trainer = Trainer(nuclei_pairs(data_dir)[:1], config)
-    trainer.prepare()
-    sample = trainer.samples[0]
-    assert sample.distance_weights is not None and sample.maps().shape[0] == 3
-    assert sample.distance_weights.max() > 2 and sample.distance_weights.min() == 1  # the nuclei touch
-    seen = []
-    loss = training.distance_loss
-
-    def spy(logits, targets, weights, distance, distance_weights=None):
-        seen.append(distance_weights)
-        return loss(logits, targets, weights, distance, distance_weights)
-
-    monkeypatch.setattr(training, "distance_loss", spy)
-    drive(trainer.run())
-    assert seen and all(w is not None and float(w.max()) > 1 for w in seen[:3])
-    # the weighted loss is the plain one with the distance term re-weighted, nothing else
-    logits = torch.randn(2, 2, 8, 8)
-    targets = (torch.rand(2, 8, 8) > 0.5).long()
-    w, d = torch.rand(2, 8, 8) + 0.5, torch.rand(2, 8, 8)
-    assert torch.allclose(loss(logits, targets, w, d, torch.ones(2, 8, 8)), loss(logits, targets, w, d))
-    assert loss(logits, targets, w, d, torch.full((2, 8, 8), 3.0)) > loss(logits, targets, w, d)
-    with pytest.raises(ConfigError, match="touching"):
-        TrainConfig(touching=-1)

@@ -38,7 +38,6 @@ TRAIN_FLAGS = {
     "--device": ("device", str, "auto, cpu, cuda, cuda:N or mps"),
     "--seed": ("seed", int, "random seed"),
     "--boundary-width": ("boundary_width", int, "instance mode: boundary class width in pixels"),
-    "--touching": ("touching", float, "instance distance targets: extra loss weight (up to 1 + this) of the distance near touching objects"),
     "--min-size": ("min_size", int, "instance mode: smallest object kept during validation (pixels)"),
     "--zoom": ("zoom", float, "augmentation: random zoom in [1/(1+z), 1+z]"),
     "--noise": ("noise", float, "augmentation: Gaussian noise of standard deviation up to this"),

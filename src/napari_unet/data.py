@@ -46,7 +46,6 @@ class Sample:
     foreground: np.ndarray  # flat indices of pixels worth centring a patch on
     distance: np.ndarray | None = None  # ([D,] H, W) float32, distance targets only
     source: str = ""  # the image (stack) the plane comes from
-    distance_weights: np.ndarray | None = None  # ([D,] H, W) float32 loss weights of ``distance``
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -59,10 +58,11 @@ class Sample:
 
     def maps(self, index: tuple | None = None) -> np.ndarray:
         """Float maps that follow the targets through augmentation, (K, ...): the loss weights,
-        then the distance targets when there are any, then their loss weights when there are."""
+        then the distance targets when there are any."""
         index = (slice(None),) * self.targets.ndim if index is None else index
-        maps = [m for m in (self.weights, self.distance, self.distance_weights) if m is not None]
-        return np.stack([m[index] for m in maps])
+        if self.distance is None:
+            return self.weights[index][None]
+        return np.stack([self.weights[index], self.distance[index]])
 
     def labelled_pixels(self) -> np.ndarray:
         """Pixels that say something: objects, painted scribbles, non-background classes."""
@@ -79,7 +79,6 @@ class Sample:
             foreground=_foreground(t),
             distance=None if self.distance is None else self.distance[region],
             source=self.source,
-            distance_weights=None if self.distance_weights is None else self.distance_weights[region],
         )
 
 
@@ -122,7 +121,6 @@ def prepare(
     w0: float = 10.0,
     sigma: float = 5.0,
     instance_targets: str = "3-class",
-    touching: float = 0.0,
     dims: int = 2,
 ) -> list[Sample]:
     """Check every pair and turn it into samples (one per plane; one per volume for 3D
@@ -156,13 +154,12 @@ def prepare(
             if not lab.any():
                 continue  # an unannotated plane of a stack teaches nothing
             img = norm.apply(planes.read(i, *full), lo, hi)
-            t = make_targets(
-                lab, mode, classes, unlabelled_zero=unlabelled_zero, boundary_width=boundary_width,
-                w0=w0, sigma=sigma, instance_targets=instance_targets, touching=touching,
+            targets, weights, distance = make_targets(
+                lab, mode, classes, unlabelled_zero=unlabelled_zero,
+                boundary_width=boundary_width, w0=w0, sigma=sigma, instance_targets=instance_targets,
             )
             name = pair.name if planes.n == 1 else f"{pair.name}[{i}]"
-            samples.append(Sample(name, img, lab, t.targets, t.weights, _foreground(t.targets), t.distance,
-                                  pair.name, t.distance_weights))
+            samples.append(Sample(name, img, lab, targets, weights, _foreground(targets), distance, pair.name))
     if not samples:
         raise LabelsError("no labelled pixels in any of the training images")
     return samples

@@ -12,17 +12,12 @@ The ``distance`` representation (the default for instances) is a foreground mask
 each object, the Euclidean distance to the object's boundary divided by the object's largest
 such distance: 1 at the centre, falling towards 0 at the border, and 0 where two objects touch.
 A seeded watershed on it separates touching nuclei (torch-em and micro-sam use the same idea).
-Its loss can weigh the pixels near a touching neighbour more (``touching_weights``: the paper's
-border term, applied inside the objects), since the dip of the distance between two touching
-nuclei is what separates them.
 
 Semantic labels are classes already; with ``unlabelled_zero`` the value 0 means "not
 annotated" (scribbles) and is ignored by the loss.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -112,41 +107,17 @@ def boundary_distance(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def border_term(distances: tuple[np.ndarray, np.ndarray], w0: float, sigma: float) -> np.ndarray:
-    """The paper's ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` for every pixel, from
-    :func:`border_distances` (float32; 0 where fewer than two objects are within reach).
-    Inside an object d1 is 0 and d2 the distance to the nearest other object."""
-    d1, d2 = distances
-    border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
-    return np.nan_to_num(border, nan=0.0, posinf=0.0).astype(np.float32)
-
-
 def paper_weights(
-    labels: np.ndarray, targets: np.ndarray, classes: int, w0: float = 10.0, sigma: float = 5.0,
-    distances: tuple[np.ndarray, np.ndarray] | None = None,
+    labels: np.ndarray, targets: np.ndarray, classes: int, w0: float = 10.0, sigma: float = 5.0
 ) -> np.ndarray:
-    """The U-Net paper's weight map for instance labels (border term on background pixels);
-    ``distances``: :func:`border_distances` of ``labels`` when already computed."""
+    """The U-Net paper's weight map for instance labels (border term on background pixels)."""
     wc = class_balance(targets, classes)
     w = np.where(targets >= 0, wc[np.clip(targets, 0, None)], 0.0).astype(np.float32)
     if w0 > 0:
-        distances = border_distances(labels, reach=4 * sigma) if distances is None else distances
+        d1, d2 = border_distances(labels, reach=4 * sigma)
+        border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
         background = labels == 0
-        w[background] += border_term(distances, w0, sigma)[background]
-    return w
-
-
-def touching_weights(labels: np.ndarray, w0: float, sigma: float = 5.0,
-                     distances: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Loss weights of the distance target: 1, plus inside each object the paper's border term
-    ``w0 * exp(-d2**2 / (2 sigma**2))`` (d2: distance to the nearest other object), so that
-    the pixels where nuclei touch, and crowded small nuclei, weigh up to ``1 + w0``."""
-    labels = np.asarray(labels)
-    w = np.ones(labels.shape, np.float32)
-    if w0 > 0:
-        distances = border_distances(labels, reach=4 * sigma) if distances is None else distances
-        inside = labels > 0
-        w[inside] += border_term(distances, w0, sigma)[inside]
+        w[background] += np.nan_to_num(border[background], nan=0.0, posinf=0.0)
     return w
 
 
@@ -156,15 +127,6 @@ def semantic_targets(labels: np.ndarray, unlabelled_zero: bool) -> np.ndarray:
     if unlabelled_zero:
         return (labels.astype(np.int16) - 1).clip(IGNORE)
     return labels.astype(np.int16)
-
-
-class Targets(NamedTuple):
-    """What the loss compares the network with, for one label image."""
-
-    targets: np.ndarray  # int16 classes (instance distance targets: foreground 0/1), -1 ignored
-    weights: np.ndarray  # float32 loss weights of ``targets``
-    distance: np.ndarray | None = None  # float32 scaled boundary distance (distance targets)
-    distance_weights: np.ndarray | None = None  # float32 loss weights of ``distance`` (touching)
 
 
 def make_targets(
@@ -177,23 +139,18 @@ def make_targets(
     w0: float = 10.0,
     sigma: float = 5.0,
     instance_targets: str = "3-class",
-    touching: float = 0.0,
-) -> Targets:
-    """Targets of one label image (2D, or a volume); computed once, before training.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(targets, weights, distance) for one 2D label image; computed once, before training.
 
     ``distance`` is None except for instance labels with ``distance`` targets, where
-    ``targets`` is then the foreground (0/1) and ``distance`` the scaled boundary distance;
-    ``distance_weights`` (:func:`touching_weights` with ``w0 = touching``) only when
-    ``touching`` > 0 there.
+    ``targets`` is then the foreground (0/1) and ``distance`` the scaled boundary distance.
     """
     if mode == "instance" and instance_targets == "distance":
         targets = (np.asarray(labels) > 0).astype(np.int16)
-        distances = border_distances(labels, reach=4 * sigma) if (w0 > 0 or touching > 0) else None
-        return Targets(targets, paper_weights(labels, targets, 2, w0, sigma, distances), boundary_distance(labels),
-                       touching_weights(labels, touching, sigma, distances) if touching > 0 else None)
+        return targets, paper_weights(labels, targets, 2, w0, sigma), boundary_distance(labels)
     if mode == "instance":
         targets = instance_classes(labels, boundary_width)
-        return Targets(targets, paper_weights(labels, targets, 3, w0, sigma))
+        return targets, paper_weights(labels, targets, 3, w0, sigma), None
     targets = semantic_targets(labels, unlabelled_zero)
     if targets.max() >= classes:
         raise LabelsError(
@@ -202,7 +159,7 @@ def make_targets(
         )
     wc = class_balance(targets, classes)
     weights = np.where(targets >= 0, wc[np.clip(targets, 0, None)], 0.0).astype(np.float32)
-    return Targets(targets, weights)
+    return targets, weights, None
 
 
 def semantic_classes(labels: list[np.ndarray], unlabelled_zero: bool) -> int:

@@ -148,10 +148,6 @@ class TrainConfig:
     seed : int
         Seed for sampling, augmentation and initialisation.
     boundary_width, w0, sigma : instance targets and the paper's border weights.
-    touching : float
-        Distance targets: inside each object, the loss of the distance weighs up to ``1 +
-        touching`` near a touching neighbour (the paper's border term with ``sigma``), where
-        the dip that separates two nuclei has to be learned; 0 = every pixel alike.
     elastic_sigma, intensity, flips, zoom, noise, invert : augmentation (see Augmentation;
         ``zoom`` is its ``scale``).
     min_size : int or None
@@ -197,7 +193,6 @@ class TrainConfig:
     boundary_width: int = 2
     w0: float = 10.0
     sigma: float = 5.0
-    touching: float = 0.0
     elastic_sigma: float = 10.0
     intensity: float = 0.2
     flips: bool = True
@@ -220,8 +215,6 @@ class TrainConfig:
         for name in ("epochs", "patch", "batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.touching >= 0:
-            raise ConfigError(f"touching must be >= 0 (0 = off), got {self.touching}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.folds == 1 or self.folds < 0:
@@ -404,7 +397,7 @@ class Trainer:
                 pairs, config.mode, classes, in_channels, norm_settings,
                 unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
                 w0=config.w0, sigma=config.sigma, instance_targets=config.instance_targets,
-                touching=config.touching, dims=config.dims,
+                dims=config.dims,
             )
         except LabelsError as err:
             raise TrainingError(str(err)) from None
@@ -551,18 +544,14 @@ def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return (ce * weights).sum() / (targets >= 0).sum().clamp(min=1)
 
 
-def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, distance: torch.Tensor,
-                  distance_weights: torch.Tensor | None = None) -> torch.Tensor:
+def distance_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
     """Distance targets: weighted binary cross-entropy of the foreground channel plus binary
-    cross-entropy of the scaled boundary distance (soft targets in [0, 1]), weighted by
-    ``distance_weights`` when given (touching objects)."""
+    cross-entropy of the scaled boundary distance (soft targets in [0, 1])."""
     logits = logits.float()
     labelled = (targets >= 0).float()
     n = labelled.sum().clamp(min=1)
     fg = F.binary_cross_entropy_with_logits(logits[:, 0], targets.clamp(min=0).float(), reduction="none")
     dist = F.binary_cross_entropy_with_logits(logits[:, 1], distance, reduction="none")
-    if distance_weights is not None:
-        labelled = labelled * distance_weights
     return ((fg * weights).sum() + (dist * labelled).sum()) / n
 
 
@@ -731,7 +720,7 @@ class _Fit:
             inner = tuple(slice(c, n - c) for c, n in zip(self.crop, targets.shape[1:]))
             targets, maps = targets[(slice(None),) + inner], maps[(slice(None), slice(None)) + inner]
         if self.distance:
-            return distance_loss(logits, targets, maps[:, 0], maps[:, 1], maps[:, 2] if maps.shape[1] > 2 else None)
+            return distance_loss(logits, targets, maps[:, 0], maps[:, 1])
         return weighted_loss(logits, targets, maps[:, 0])
 
     def _progress(self, kind: str, done: int = 0, total: int = 0, message: str = "", **kw) -> TrainProgress:
