@@ -194,10 +194,10 @@ class TrainConfig:
     w0: float = 10.0
     sigma: float = 5.0
     elastic_sigma: float = 10.0
-    intensity: float = 0.2
+    intensity: float = 0.4
     flips: bool = True
-    zoom: float = 0.25
-    noise: float = 0.05
+    zoom: float = 0.5
+    noise: float = 0.1
     invert: float = 0.0
     min_size: int | None = None
     tile: int = 256
