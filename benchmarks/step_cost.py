@@ -88,6 +88,22 @@ def _formats():
             yield bf16, channels_last
 
 
+def _timed_steps(net, x, bf16: bool, n: int) -> float:
+    """Seconds per training step (forward, backward, Adam) of ``net`` on ``x``, after 2 warm-ups."""
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    net.train()
+    for i in range(n + 2):
+        if i == 2:
+            t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = out.float().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t) / n
+
+
 def formats(n: int = 10) -> None:
     """Training steps of the default network in each precision and memory format."""
     from napari_unet.models import PaperUNet
@@ -98,19 +114,7 @@ def formats(n: int = 10) -> None:
             net = PaperUNet(1, 2, 4, 16, True, padded=True)
             x = torch.randn(batch, 1, size, size)
             fmt = torch.channels_last if channels_last else torch.contiguous_format
-            net, x = net.to(memory_format=fmt), x.contiguous(memory_format=fmt)
-            opt = torch.optim.Adam(net.parameters(), 1e-3)
-            net.train()
-            for i in range(n + 2):
-                if i == 2:
-                    t = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    out = net(x)
-                loss = out.float().mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            dt = (time.perf_counter() - t) / n
+            dt = _timed_steps(net.to(memory_format=fmt), x.contiguous(memory_format=fmt), bf16, n)
             print(f"patch {size} batch {batch} bf16={bf16} channels_last={channels_last}: {dt:.3f} s/step", flush=True)
 
 
@@ -126,18 +130,7 @@ def widths(n: int = 8) -> None:
             torch.manual_seed(0)
             net = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
             x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
-            opt = torch.optim.Adam(net.parameters(), 1e-3)
-            net.train()
-            for i in range(n + 2):
-                if i == 2:
-                    t = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    out = net(x)
-                loss = out.float().mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            dt = (time.perf_counter() - t) / n
+            dt = _timed_steps(net, x, bf16, n)
             print(f"width {width} patch {size} batch {batch} bf16={bf16}: {dt:.3f} s/step, "
                   f"{size * size * batch / dt / 1e3:.0f} kpx/s", flush=True)
 
