@@ -49,7 +49,7 @@ def main(out: str, *series: str) -> None:
             pts = [(h["seconds"] / 60, h["ap@0.5"]) for h in history if "ap@0.5" in h and "seconds" in h]
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", label=label)
-    ax.set_xlabel("training minutes (2-core CPU)")
+    ax.set_xlabel("training minutes (CPU: 2 cores unless the label says 1)")
     ax.set_ylabel("validation AP@0.5")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
