@@ -24,45 +24,29 @@ from ap_by_type import image_kind  # noqa: E402
 
 from napari_unet._generators import run  # noqa: E402
 from napari_unet.config import PredictConfig  # noqa: E402
+from napari_unet.metrics import overlap_counts  # noqa: E402
 from napari_unet.modelfile import UNetModel  # noqa: E402
 from napari_unet.predict import predict  # noqa: E402
 
 
-def overlaps(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """(true ids + 1, predicted ids + 1) pixel counts, 0 = background."""
-    t, p = true.ravel().astype(np.int64), pred.ravel().astype(np.int64)
-    nt, npred = int(t.max()) + 1, int(p.max()) + 1
-    return np.bincount(t * npred + p, minlength=nt * npred).reshape(nt, npred)
-
-
 def causes(true: np.ndarray, pred: np.ndarray) -> Counter:
-    o = overlaps(true, pred)
-    o = o[np.r_[0, np.flatnonzero(o.sum(1)[1:]) + 1]][:, np.r_[0, np.flatnonzero(o.sum(0)[1:]) + 1]]  # ids in use
-    area_t, area_p = o.sum(1), o.sum(0)
-    union = area_t[:, None] + area_p[None, :] - o
-    iou = np.where(union > 0, o / np.maximum(union, 1), 0.0)
-    iou[0, :] = iou[:, 0] = 0
-    out = Counter()
-    matched_t = (iou[1:] >= 0.5).any(1)
-    matched_p = (iou[:, 1:] >= 0.5).any(0)
-    out["true objects"] += len(matched_t)
-    out["matched"] += int(matched_t.sum())
-    share = o[1:, 1:] / np.maximum(area_t[1:, None], 1)  # of each true object, per predicted object
-    holds = share >= 0.5  # the predicted object holds most of the true object
-    for i in np.flatnonzero(~matched_t):
-        row = share[i]
-        j = int(np.argmax(row)) if row.size else -1
-        if row.size and row[j] >= 0.5 and holds[:, j].sum() >= 2:
+    inter, area_t, area_p, _, _ = overlap_counts(true, pred)
+    iou = inter / np.maximum(area_t[:, None] + area_p[None, :] - inter, 1)
+    matched_t, matched_p = (iou >= 0.5).any(1), (iou >= 0.5).any(0)
+    share = inter / np.maximum(area_t[:, None], 1)  # of each true object, per predicted object
+    holds = (share >= 0.5).sum(0)  # true objects that each predicted object holds most of
+    out = Counter({"true objects": len(area_t), "matched": int(matched_t.sum()), "predicted objects": len(area_p)})
+    for row in share[~matched_t]:
+        if row.size and row.max() >= 0.5 and holds[row.argmax()] >= 2:
             out["merged"] += 1
-        elif row.size and (row >= 0.2).sum() >= 2:
+        elif (row >= 0.2).sum() >= 2:
             out["split"] += 1
-        elif row.sum() < 0.5 if row.size else True:
+        elif row.sum() < 0.5:
             out["missed"] += 1
         else:
             out["bad outline"] += 1
-    on_true = o[1:, 1:].sum(0) / np.maximum(area_p[1:], 1)
+    on_true = inter.sum(0) / np.maximum(area_p, 1)
     out["spurious"] += int(((~matched_p) & (on_true < 0.5)).sum())
-    out["predicted objects"] += len(matched_p)
     return out
 
 

@@ -9,7 +9,7 @@ B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 if [[ -z "${SKIP_TRAIN:-}" ]]; then
 { echo "command: napari-unet train --images $B/isbi_train/images --labels $B/isbi_train/labels --mode semantic --device cpu --time-limit $MINUTES $*"
-  echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"; } > $R/${NAME}_train.log
+  bash benchmarks/machine.sh; } > $R/${NAME}_train.log
 t0=$(date +%s)
 .venv/bin/napari-unet train --images $B/isbi_train/images --labels $B/isbi_train/labels --out $R/$NAME.safetensors \
     --mode semantic --device cpu --time-limit "$MINUTES" --quiet "$@" 2>> $R/${NAME}_train.log

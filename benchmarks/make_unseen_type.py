@@ -18,6 +18,7 @@ import tifffile
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ap_by_type import image_kind  # noqa: E402
+from split_data import link  # noqa: E402
 
 
 def dark(folder: Path) -> list[Path]:
@@ -25,23 +26,15 @@ def dark(folder: Path) -> list[Path]:
             if image_kind(tifffile.imread(f), tifffile.imread(folder / "labels" / f.name))[0] == "dark nuclei"]
 
 
-def link(files: list[Path], src: Path, out: Path) -> None:
-    for kind in ("images", "labels"):
-        (out / kind).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            dst = out / kind / f.name
-            if not dst.exists():
-                dst.symlink_to((src / kind / f.name).resolve())
-
-
 def main(bench: str) -> None:
     bench = Path(bench)
     train, test = bench / "dsb_train", bench / "dsb_test"
     dark_train, dark_test = dark(train), dark(test)
     names = {f.name for f in dark_train}
-    link([f for f in sorted((train / "images").glob("*.tif")) if f.name not in names], train, bench / "dsb_train_bright")
-    link(dark_train[:3], train, bench / "dsb_dark_tune")
-    link(dark_test, test, bench / "dsb_dark_test")
+    link([f for f in sorted((train / "images").glob("*.tif")) if f.name not in names], train / "labels",
+         bench / "dsb_train_bright")
+    link(dark_train[:3], train / "labels", bench / "dsb_dark_tune")
+    link(dark_test, test / "labels", bench / "dsb_dark_test")
     print(f"dark-nuclei images: {len(dark_train)} in train ({len(dark_train[:3])} to fine-tune on), "
           f"{len(dark_test)} in test; dsb_train_bright holds the other {len(list((train / 'images').glob('*.tif'))) - len(dark_train)}")
 

@@ -10,7 +10,7 @@ B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 START=$(date +%s)
 { echo "command: napari-unet train --images $B/dsb_train/images --labels $B/dsb_train/labels --out $R/$NAME.safetensors --mode instance --device cpu --time-limit $MINUTES $*"
-  echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'), torch threads $(.venv/bin/python -c 'import torch; print(torch.get_num_threads())')"; } > $R/${NAME}_train.log
+  bash benchmarks/machine.sh; } > $R/${NAME}_train.log
 .venv/bin/napari-unet train --images $B/dsb_train/images --labels $B/dsb_train/labels --out $R/$NAME.safetensors \
     --mode instance --device cpu --time-limit "$MINUTES" --quiet "$@" 2>> $R/${NAME}_train.log
 echo "wall seconds for train (preparation, training, tuning): $(( $(date +%s) - START ))" >> $R/${NAME}_train.log

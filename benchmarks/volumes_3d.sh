@@ -12,7 +12,7 @@ NU=.venv/bin/napari-unet
 train() {  # name, flags
     local name=$1; shift
     { echo "command: napari-unet train --images $B/vol_${SET}_train/images --labels $B/vol_${SET}_train/labels --mode instance --device cpu --time-limit $MINUTES --axes ZYX $*"
-      echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p')"; } > $R/${name}_train.log
+      bash benchmarks/machine.sh; } > $R/${name}_train.log
     local t0=$(date +%s)
     $NU train --images $B/vol_${SET}_train/images --labels $B/vol_${SET}_train/labels --out $R/$name.safetensors \
         --mode instance --device cpu --time-limit "$MINUTES" --axes ZYX --quiet "$@" 2>> $R/${name}_train.log

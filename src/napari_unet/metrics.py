@@ -50,14 +50,13 @@ def pixel_metrics(cm: np.ndarray, names: tuple[str, ...] | None = None) -> dict:
     return out
 
 
-def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """IoU between every true object (rows) and predicted object (columns), and their ids."""
+def overlap_counts(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Pixels shared by every true object (rows) and predicted object (columns), the objects'
+    areas and their ids: (intersection, true areas, predicted areas, true ids, predicted ids)."""
     true = np.asarray(true).ravel()
     pred = np.asarray(pred).ravel()
     t_ids = np.unique(true[true > 0])
     p_ids = np.unique(pred[pred > 0])
-    if t_ids.size == 0 or p_ids.size == 0:
-        return np.zeros((t_ids.size, p_ids.size)), t_ids, p_ids
     ti = np.searchsorted(t_ids, true)
     pi = np.searchsorted(p_ids, pred)
     both = (true > 0) & (pred > 0)
@@ -65,6 +64,12 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarr
     np.add.at(inter, (ti[both], pi[both]), 1)
     t_area = np.bincount(ti[true > 0], minlength=t_ids.size)
     p_area = np.bincount(pi[pred > 0], minlength=p_ids.size)
+    return inter, t_area, p_area, t_ids, p_ids
+
+
+def iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IoU between every true object (rows) and predicted object (columns), and their ids."""
+    inter, t_area, p_area, t_ids, p_ids = overlap_counts(true, pred)
     union = t_area[:, None] + p_area[None, :] - inter
     return inter / np.maximum(union, 1), t_ids, p_ids
 
