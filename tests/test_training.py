@@ -338,6 +338,9 @@ def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, 
     first = next(r for r in records if r.kind in ("epoch", "step"))
     assert first.kind == "epoch" and first.epoch == 0  # the start model is scored first
     assert "starting model was not beaten" in result.stopped
+    # counted in this run: never beaten, so the best stays the start (0); the file counts on
+    assert all(r.best_epoch == 0 for r in records if r.kind == "epoch") and result.run_best_epoch == 0
+    assert result.best_epoch == result.first_epoch == 1
     assert not out.exists() and not trainer.saved
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
@@ -739,3 +742,29 @@ def test_base_width_default_follows_the_device(monkeypatch, tmp_path):
                  "--device", "cpu", "--depth", "2", "--patch", "32", "--batch", "2", "--steps", "2", "--epochs", "1",
                  "--tile", "64", "--quiet"]) == 0
     assert UNetModel.load(out).config.base_width == 8
+
+
+def test_cli_fine_tuning_counts_epochs_of_this_run(tmp_path, data_dir, capsys):
+    """A fine-tuning run reports its starting model as such (not as an epoch with a NaN loss),
+    and its best epoch in the count its epoch lines use (the starting model had epochs of its own)."""
+    import re
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    shutil.copy(data_dir / "dsb_243443ae303c.tif", images / "a.tif")
+    shutil.copy(data_dir / "dsb_243443ae303c_labels.tif", labels / "a.tif")
+    tiny = ["--mode", "instance", "--arch", "unet", "--depth", "2", "--base-width", "8", "--patch", "48",
+            "--batch", "4", "--steps", "6", "--tile", "64", "--device", "cpu", "--quiet"]
+    start, tuned = tmp_path / "start.safetensors", tmp_path / "tuned.safetensors"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(start),
+                 "--epochs", "3", *tiny]) == 0
+    capsys.readouterr()
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tuned),
+                 "--init", str(start), "--epochs", "2", "--lr", "1e-2", *tiny]) == 0
+    err = capsys.readouterr().err
+    assert "starting model: val loss" in err and "nan" not in err
+    lines = re.findall(r"^epoch (\d+)/2: .*\(best [\d.]+ (?:at epoch (\d+)|the starting model)\)", err, re.M)
+    assert [int(e) for e, _ in lines] == [1, 2]
+    assert all(int(best) <= int(e) for e, best in lines if best)  # never an epoch of the earlier run
+    final = re.search(r"; best: (at epoch (\d)|the starting model); ", err)
+    assert final is not None and (final.group(2) is None or int(final.group(2)) <= 2)

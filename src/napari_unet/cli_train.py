@@ -172,9 +172,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                     bar.close()
                     bar = None
                 fold = f"fold {p.fold}/{p.folds} " if p.folds else ""
+                if p.epoch == 0:  # fine-tuning: the starting model, scored before any step
+                    print(f"{fold}starting model: val loss {p.val_loss:.4f}, {p.metric_name} {p.val_metric:.4f} "
+                          f"(kept unless an epoch beats it), {p.elapsed:.0f} s", file=sys.stderr)
+                    continue
                 print(
                     f"{fold}epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
-                    f"{p.metric_name} {p.val_metric:.4f} (best {p.best_metric:.4f} at epoch {p.best_epoch}), "
+                    f"{p.metric_name} {p.val_metric:.4f} (best {p.best_metric:.4f} {_at_epoch(p.best_epoch)}), "
                     f"{p.elapsed:.0f} s",
                     file=sys.stderr,
                 )
@@ -187,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(f"{result.stopped}; best epoch {result.best_epoch}; model saved to {args.out}", file=sys.stderr)
+    print(f"{result.stopped}; best: {_at_epoch(result.run_best_epoch)}; model saved to {args.out}", file=sys.stderr)
     summary = {"stopped": result.stopped, "best_epoch": result.best_epoch, "validation": result.metrics}
     if result.folds:
         summary["folds"] = result.folds
@@ -200,6 +204,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         _write_examples(result.model, trainer.samples[:3], folder / "examples.png")
     print(json.dumps(_clean(summary)))
     return 0
+
+
+def _at_epoch(epoch: int | None) -> str:
+    """'at epoch N' in this run's count; epoch 0 is the starting model of a fine-tuning run."""
+    return "the starting model" if epoch == 0 else f"at epoch {epoch}"
 
 
 def _write_examples(model, samples, path) -> None:

@@ -293,7 +293,7 @@ class TrainProgress:
     val_metric: float | None = None
     metric_name: str = ""
     best_metric: float | None = None
-    best_epoch: int | None = None
+    best_epoch: int | None = None  # counted as ``epoch`` is: in this run, 0 = the starting model
     fold: int = 0
     folds: int = 0
     message: str = ""
@@ -303,10 +303,17 @@ class TrainProgress:
 class TrainResult:
     model: UNetModel
     history: list[dict]
-    best_epoch: int | None
+    best_epoch: int | None  # as in the model's history: a fine-tuned model's epochs go on counting
     stopped: str
     metrics: dict = field(default_factory=dict)
     folds: list[dict] = field(default_factory=list)
+    first_epoch: int = 0  # epochs in the history before this run (fine-tuning, resuming)
+
+    @property
+    def run_best_epoch(self) -> int | None:
+        """The best epoch counted within this run, as the progress reports count them
+        (0: the starting model was kept)."""
+        return None if self.best_epoch is None else self.best_epoch - self.first_epoch
 
 
 def _in_channels(pairs: list[Pair], init: UNetModel | None) -> int:
@@ -503,7 +510,7 @@ class Trainer:
             best.model.save(self.out)
         yield TrainProgress("fold", 0, 0, 0, 0, 0.0, 0.0, fold=len(splits), folds=len(splits), message="done")
         return TrainResult(best.model, best.history, best.best_epoch, "cross-validation finished",
-                           metrics=summary, folds=[r.metrics for r in results])
+                           metrics=summary, folds=[r.metrics for r in results], first_epoch=best.first_epoch)
 
 
 def _better(a: dict, b: dict) -> bool:
@@ -826,7 +833,7 @@ class _Fit:
             yield TrainProgress("epoch", 0, config.epochs, 0, steps, float("nan"), val_seconds,
                                 val_loss=best_metrics["val_loss"], val_metric=best_metrics.get("score"),
                                 metric_name=metric_name, best_metric=best_metrics.get("score"),
-                                best_epoch=best_epoch, fold=self.fold[0], folds=self.fold[1],
+                                best_epoch=0, fold=self.fold[0], folds=self.fold[1],
                                 message="starting model scored")
         # one background thread cuts patches (numpy) while the device trains on the previous
         # batch; a single worker keeps the random sequence, and so the run, reproducible
@@ -885,7 +892,7 @@ class _Fit:
                 yield TrainProgress("epoch", epoch, config.epochs, steps, steps, record["loss"],
                                     clock() - start, val_loss=metrics["val_loss"],
                                     val_metric=metrics.get("score"), metric_name=metric_name,
-                                    best_metric=best_metrics.get("score"), best_epoch=best_epoch,
+                                    best_metric=best_metrics.get("score"), best_epoch=best_epoch - first_epoch,
                                     fold=self.fold[0], folds=self.fold[1])
                 if stopped != "finished":
                     break
@@ -912,7 +919,7 @@ class _Fit:
             release_memory(device)
         if best_epoch == first_epoch and self.score_start:
             stopped += "; the starting model was not beaten and is kept"
-        return TrainResult(model, history, best_epoch, stopped, metrics=best_metrics or {})
+        return TrainResult(model, history, best_epoch, stopped, metrics=best_metrics or {}, first_epoch=first_epoch)
 
     def _tail_seconds(self, val_seconds: float | None, step_seconds: float | None) -> float:
         """Time still needed after the current step: one more step, the final validation and

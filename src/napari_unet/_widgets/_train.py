@@ -410,8 +410,12 @@ class TrainWidget(Container):
             self.job.activity(self.progress.value, self.progress.max, f"Training U-Net, epoch {p.epoch}/{p.epochs}")
         elif p.kind == "epoch":
             self.plot.add_epoch(p.epoch, p.loss, p.val_loss, p.val_metric, p.metric_name)
-            self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
-                                 f"{p.metric_name} {p.val_metric:.3f} (best {p.best_metric:.3f})")
+            if p.epoch == 0:  # fine-tuning: the starting model was scored, no training loss yet
+                self.status.value = (f"starting model: val loss {p.val_loss:.4f}, {p.metric_name} "
+                                     f"{p.val_metric:.3f} (kept unless training beats it)")
+            else:
+                self.status.value = (f"epoch {p.epoch}/{p.epochs}: loss {p.loss:.4f}, val loss {p.val_loss:.4f}, "
+                                     f"{p.metric_name} {p.val_metric:.3f} (best {p.best_metric:.3f})")
         elif p.kind in ("validating", "tuning") and p.steps:
             self.status.value = f"{p.message} ({p.step}/{p.steps})..."
         elif p.message:
@@ -437,9 +441,9 @@ class TrainWidget(Container):
         elif result is CANCELLED:
             self.status.value = f"Cancelled; the best model so far is in use and saved to {path}."
         elif not self.trainer.saved and path is not None:
-            self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; {path} was not written."
+            self.status.value = f"{result.stopped}; best epoch {result.run_best_epoch}; {path} was not written."
         else:
-            self.status.value = f"{result.stopped}; best epoch {result.best_epoch}; saved to {path}."
+            self.status.value = f"{result.stopped}; best epoch {result.run_best_epoch}; saved to {path}."
 
     def _on_error(self, err: Exception) -> None:
         if not self.closed:  # napari's notifications show it too
