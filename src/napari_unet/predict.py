@@ -18,7 +18,7 @@ from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
-from .instances import PostProcessing, close_membranes, link_planes
+from .instances import PostProcessing, close_membranes, drop_small, link_planes
 from .modelfile import UNetModel
 from .models import axes_geometry
 from .tiling import TilePlan, TileProgress, decide, per_axis, plan_tiles, predict_tiles
@@ -244,6 +244,13 @@ def _resize(block: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.nda
     ])
 
 
+def _shrink_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Instance labels resized down to ``shape`` by taking the pixel nearest each output pixel's centre."""
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[np.ix_(rows, cols)]
+
+
 def _predict_at_object_size(
     model: UNetModel, image: Any, axes: str | None, settings: PredictConfig, probabilities: bool,
     min_size: int | None,
@@ -278,14 +285,21 @@ def _predict_at_object_size(
     labels = np.zeros(planes.label_shape, labels_dtype(model))
     post = PostProcessing.from_json(model.postprocessing, model.config.classes)
     size = post.min_size if min_size is None else min_size
-    post = replace(post, min_size=max(1, int(round(size / factor**2))))
+    small_size = max(1, int(round(size / factor**2)))  # the same objects, counted at image size
     next_id = 1
     for i in range(planes.n):
-        p = inner.probabilities[(slice(None), i) if planes.n > 1 else (slice(None),)]
-        p = _resize(np.asarray(p, np.float32), (planes.height, planes.width))
+        scaled_p = np.asarray(inner.probabilities[(slice(None), i) if planes.n > 1 else (slice(None),)], np.float32)
+        p = _resize(scaled_p, (planes.height, planes.width))
         where = planes.label_index(i, *full)
         probs[(slice(None),) + where] = p
-        plane_labels = post.apply(p, first_id=next_id)
+        if factor > 1:
+            # small objects, enlarged: segment on the enlarged grid, where the seeds of touching
+            # objects are apart and the tuned settings hold, then take the labels back to image size
+            # (shrinking the probabilities first would blur neighbouring seeds together)
+            fine = replace(post, min_size=size).apply(scaled_p)
+            plane_labels = drop_small(_shrink_labels(fine, (planes.height, planes.width)), small_size, next_id)
+        else:
+            plane_labels = replace(post, min_size=small_size).apply(p, first_id=next_id)
         labels[where] = plane_labels
         next_id = max(next_id, int(plane_labels.max()) + 1)
     notes.append(f"objects of {float(diameter):.0f} px rescaled by {factor:.2f} to the learned {trained:.0f} px")
