@@ -341,10 +341,40 @@ def test_fine_tuning_keeps_the_starting_model_unless_beaten(data_dir, tmp_path, 
     # counted in this run: never beaten, so the best stays the start (0); the file counts on
     assert all(r.best_epoch == 0 for r in records if r.kind == "epoch") and result.run_best_epoch == 0
     assert result.best_epoch == result.first_epoch == 1
-    assert not out.exists() and not trainer.saved
+    # --out holds the kept start (a script's next step finds its model), with this run's history
+    assert out.exists() and trainer.saved
+    written = UNetModel.load(out)
+    assert written.training["best_epoch"] == result.first_epoch
+    assert any(r.get("start") for r in written.history)
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
         np.testing.assert_allclose(trainer.model.network.eval()(x), start.network.eval()(x), atol=1e-5)
+        np.testing.assert_allclose(written.network.eval()(x), start.network.eval()(x), atol=1e-5)
+
+
+def test_a_kept_start_never_overwrites_its_own_file(data_dir, tmp_path, monkeypatch):
+    """The widget may fine-tune with 'save model to' set to the file the model came from: a
+    fine-tune that never beats its start leaves that file as it was."""
+    from napari_unet import training
+
+    pairs = nuclei_pairs(data_dir)
+    path = tmp_path / "start.safetensors"
+    drive(Trainer(pairs, TrainConfig(mode="instance", epochs=1, **TINY), out=path).run())
+    before = path.read_bytes()
+    real = training._Fit._validate
+    calls = []
+
+    def worse_after_start(self, *args):
+        metrics = yield from real(self, *args)
+        calls.append(metrics)
+        return metrics if len(calls) == 1 else {**metrics, "score": -1.0, "val_loss": float("inf")}
+
+    monkeypatch.setattr(training._Fit, "_validate", worse_after_start)
+    trainer = Trainer(pairs, TrainConfig(mode="instance", epochs=2, **TINY), out=path,
+                      init=UNetModel.load(path), init_path=path)
+    _, result = drive(trainer.run())
+    assert "starting model was not beaten" in result.stopped
+    assert not trainer.saved and path.read_bytes() == before
 
 
 def test_cancel_before_the_first_validation_restores_the_start(data_dir, tmp_path):

@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         for pair in pairs:
             pair.axes = args.axes
     init = load_model(args.init, trust_code=args.trust_code) if args.init else None
-    trainer = Trainer(pairs, config, out=args.out, init=init)
+    trainer = Trainer(pairs, config, out=args.out, init=init, init_path=args.init)
     print(trainer.describe(), file=sys.stderr)
     bar = None
     gen = trainer.run()
@@ -186,12 +186,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                 print(p.message, file=sys.stderr)  # once per phase, not per validation image
     except KeyboardInterrupt:
         gen.close()
-        print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
+        if trainer.saved:
+            print(f"interrupted: the best model so far is in {args.out}", file=sys.stderr)
+        else:
+            print(f"interrupted before any model of this run was saved: nothing written to {args.out}"
+                  + (f" ({args.init} is unchanged)" if args.init else ""), file=sys.stderr)
         return 130
     finally:
         if bar is not None:
             bar.close()
-    print(f"{result.stopped}; best: {_at_epoch(result.run_best_epoch)}; model saved to {args.out}", file=sys.stderr)
+    saved = f"model saved to {args.out}" if trainer.saved else f"nothing written to {args.out}"
+    print(f"{result.stopped}; best: {_at_epoch(result.run_best_epoch)}; {saved}", file=sys.stderr)
     summary = {"stopped": result.stopped, "best_epoch": result.best_epoch, "validation": result.metrics}
     if result.folds:
         summary["folds"] = result.folds

@@ -356,7 +356,11 @@ class Trainer:
         out: str | Path | None = None,
         init: UNetModel | None = None,
         prepare: bool = True,
+        init_path: str | Path | None = None,
     ) -> None:
+        """``init_path``: the file ``init`` was loaded from, if any. A fine-tune whose starting
+        model is never beaten writes that model (with post-processing tuned on these data) to
+        ``out``, unless ``out`` is that very file."""
         if not pairs:
             raise TrainingError("no training images given")
         self.started = clock()  # the time limit counts the preparation too
@@ -373,6 +377,7 @@ class Trainer:
         self.config = config
         self.out = Path(out) if out else None
         self.init = init
+        self.init_path = Path(init_path) if init_path else None
         self.pairs = pairs
         self.prepared = False
         self.samples: list[Sample] = []
@@ -479,8 +484,11 @@ class Trainer:
         if config.folds >= 2:
             return (yield from self._cross_validate(rng))
         train, val = split_holdout(self.samples, config.val_fraction, rng)
+        out_is_init = (self.out is not None and self.init_path is not None
+                       and self.out.resolve() == self.init_path.resolve())
         fit = _Fit(self.model, train, val, config, self.device, self.out, rng,
-                   score_start=self.init is not None, object_size=self.object_size, started=self.started)
+                   score_start=self.init is not None, object_size=self.object_size, started=self.started,
+                   write_kept_start=not out_is_init)
         try:
             result = yield from fit.run()
         finally:
@@ -504,6 +512,7 @@ class Trainer:
                 self.model = result.model
                 if self.out:
                     self.model.save(self.out)
+                    self.saved = True
         summary = _mean_std([r.metrics for r in results])
         best.model.training["cross_validation"] = summary
         if self.out:
@@ -686,13 +695,15 @@ class _Fit:
     """One training run on one split (hold-out or one fold)."""
 
     def __init__(self, model, train, val, config: TrainConfig, device, out, rng, fold=(0, 0),
-                 score_start: bool = False, object_size: dict | None = None, started: float | None = None):
+                 score_start: bool = False, object_size: dict | None = None, started: float | None = None,
+                 write_kept_start: bool = True):
         self.model: UNetModel = model
         self.train, self.val = train, val
         self.val_subset = validation_subset(val, config.val_images, config.val_crop)
         self.config, self.device, self.out, self.rng = config, device, out, rng
         self.fold = fold
         self.score_start = score_start
+        self.write_kept_start = write_kept_start
         self.object_size = object_size or {}
         self.started = started
         self.saved = False  # whether ``out`` holds a model of this run
@@ -908,6 +919,12 @@ class _Fit:
             if best_state is not None and self._best_probs and self._tunable():
                 network.load_state_dict(best_state)
                 yield from self._tune_postprocessing(history, best_epoch, best_metrics)
+            if (self.score_start and best_epoch == first_epoch and best_state is not None
+                    and not self.saved and self.write_kept_start):
+                # a finished fine-tune that never beat its start: ``out`` gets the start (its
+                # weights, and its post-processing as tuned on these data), so that it exists
+                network.load_state_dict(best_state)
+                self._save(history, best_epoch, best_metrics)
         finally:
             prefetch.shutdown(wait=True, cancel_futures=True)
             for p in network.parameters():

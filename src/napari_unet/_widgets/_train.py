@@ -326,7 +326,8 @@ class TrainWidget(Container):
             check_writable(self.save_path.value)  # now, not at the first save after minutes
             pairs = self._layer_pairs()
             # the costly preparation (targets, normalisation, the network) runs in the worker
-            self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init, prepare=False)
+            self.trainer = Trainer(pairs, self.config(), out=self.save_path.value, init=init, prepare=False,
+                                   init_path=CURRENT.path if init is not None else None)
         except (ValueError, RuntimeError) as err:
             self.status.value = f"Cannot start: {err}"
             from napari.utils.notifications import show_error
@@ -441,7 +442,8 @@ class TrainWidget(Container):
         elif result is CANCELLED:
             self.status.value = f"Cancelled; the best model so far is in use and saved to {path}."
         elif not self.trainer.saved and path is not None:
-            self.status.value = f"{result.stopped}; best epoch {result.run_best_epoch}; {path} was not written."
+            self.status.value = (f"{result.stopped}; best epoch {result.run_best_epoch}; {path} is the "
+                                 "starting model's own file and was left as it was.")
         else:
             self.status.value = f"{result.stopped}; best epoch {result.run_best_epoch}; saved to {path}."
 
