@@ -798,3 +798,27 @@ def test_cli_fine_tuning_counts_epochs_of_this_run(tmp_path, data_dir, capsys):
     assert all(int(best) <= int(e) for e, best in lines if best)  # never an epoch of the earlier run
     final = re.search(r"; best: (at epoch (\d)|the starting model); ", err)
     assert final is not None and (final.group(2) is None or int(final.group(2)) <= 2)
+
+
+@pytest.mark.parametrize("minimum, kept", [(10**6, True), (0, False)])
+def test_fine_tuning_on_few_objects_keeps_the_start_post_processing(data_dir, monkeypatch, minimum, kept):
+    """Settings tuned on a handful of validation objects are noise: below the minimum a fine-tune
+    keeps its starting model's post-processing (tuned on many objects); above it, it tunes."""
+    from napari_unet import training
+
+    pairs = nuclei_pairs(data_dir)
+    start_trainer = Trainer(pairs, TrainConfig(mode="instance", epochs=1, **TINY))
+    drive(start_trainer.run())
+    start = start_trainer.model
+    # a setting outside the tuning grid: only kept settings can still hold it
+    start.postprocessing = {**start.postprocessing, "interior_threshold": 0.77, "validation_ap@0.5": 0.123}
+    monkeypatch.setattr(training, "MIN_TUNING_OBJECTS", minimum)
+    records, result = drive(Trainer(pairs, TrainConfig(mode="instance", epochs=1, **TINY), init=start).run())
+    notes = [r.message for r in records if r.kind == "note"]
+    post = result.model.postprocessing
+    if kept:
+        assert post["interior_threshold"] == 0.77 and post["validation_ap@0.5"] == 0.123
+        assert any("post-processing kept from the starting model" in m for m in notes)
+    else:
+        assert post["interior_threshold"] != 0.77 and post["validation_ap@0.5"] != 0.123
+        assert not any("post-processing kept" in m for m in notes)

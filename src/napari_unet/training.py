@@ -691,6 +691,10 @@ class _Schedule:
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q))
 
 
+# fewer validation objects than this: a fine-tune keeps its starting model's post-processing
+MIN_TUNING_OBJECTS = 30
+
+
 class _Fit:
     """One training run on one split (hold-out or one fold)."""
 
@@ -1014,6 +1018,16 @@ class _Fit:
         the validation subset (the probabilities of the best epoch, nothing predicted again)
         and store them in the model (and its file)."""
         labels = [s.labels for s in self.val_subset]
+        objects = sum(int(np.unique(lab[lab > 0]).size) for lab in labels)
+        if self.score_start and self.model.postprocessing and objects < MIN_TUNING_OBJECTS:
+            # a fine-tune on a few images: settings chosen on a handful of objects are noise
+            # (docs/benchmarks.md, round 8); the start's, tuned on many, are the better guess
+            yield self._progress("note", message=(
+                f"post-processing kept from the starting model: the validation part holds {objects} "
+                f"object(s), fewer than the {MIN_TUNING_OBJECTS} that tuning needs"))
+            if self.saved:
+                self._save(history, best_epoch, metrics)
+            return
         post, ap = yield from self._tuning(tune_steps(self._best_probs, labels, object_area=self.object_size.get("area")))
         self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
         if self.saved:
