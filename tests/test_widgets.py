@@ -550,3 +550,39 @@ def test_dask_layer_is_predicted_into_a_zarr_store_as_a_lazy_labels_layer(make_n
     assert whole.max() > 20 and len(np.unique(got)) == len(np.unique(whole))
     probs = v.layers["big U-Net labels probabilities"]
     assert isinstance(probs.data, da.Array) and not probs.visible and probs.data.shape == (2,) + nuclei[0].shape
+
+
+def test_fine_tune_shows_and_locks_the_current_models_network(viewer, monkeypatch):
+    """Fine-tuning trains the current model's network: the widget shows its settings (not the
+    device defaults) and locks them, follows a new current model, and unlocks when unticked."""
+    import copy
+    from dataclasses import replace
+
+    from napari_unet._widgets import TrainWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.modelfile import UNetModel
+    from napari_unet.sample import SAMPLE_MODEL
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    train = TrainWidget(viewer)
+    train.mode.value = "semantic"
+    train.base_width.value = 8
+    bundled = UNetModel.load(SAMPLE_MODEL)
+    width = bundled.config.base_width
+    monkeypatch.setattr(CURRENT, "model", bundled)
+    train.fine_tune.value = True
+    assert (train.mode.value, train.arch.value, train.base_width.value) == ("instance", "unet", width)
+    assert train.instance_targets.value == bundled.config.instance_targets
+    assert not any(c.enabled for c in (train.mode, train.arch, train.base_width, train.dims))
+    assert f"base width {width}" in train.defaults_note.value
+    train.device.value = "cpu"  # the device's default width must not replace the model's
+    assert train.base_width.value == width
+
+    other = copy.copy(bundled)
+    other.config = replace(bundled.config, arch="unet3d-paper", base_width=12)
+    monkeypatch.setattr(CURRENT, "model", other)
+    CURRENT.changed.emit(other)  # e.g. a model just trained or loaded in Predict
+    assert (train.arch.value, train.dims.value, train.base_width.value) == ("unet-paper", 3, 12)
+
+    train.fine_tune.value = False
+    assert all(c.enabled for c in (train.mode, train.arch, train.base_width, train.dims))

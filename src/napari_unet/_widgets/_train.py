@@ -165,9 +165,11 @@ class TrainWidget(Container):
         for choice in (self.device, self.arch, self.dims):
             choice.changed.connect(self._follow_device)
         self.base_width.changed.connect(self._width_set)
+        self.fine_tune.changed.connect(self._fine_tune_changed)
         self._follow_device()
         self.closed = False
         self._listening = [
+            (CURRENT.changed, self._fine_tune_changed),
             (viewer.layers.events.inserted, self._layers_changed),
             (viewer.layers.events.removed, self._layers_changed),
             (viewer.layers.selection.events.active, self._select_active),
@@ -223,10 +225,42 @@ class TrainWidget(Container):
         if not self._setting_width:
             self._width_is_default = False
 
+    def _network_controls(self) -> tuple:
+        """The settings that a starting model decides when fine-tuning."""
+        return (self.mode, self.instance_targets, self.dims, self.arch, self.encoder, self.encoder_weights,
+                self.base_width)
+
+    def _fine_tune_changed(self, event=None) -> None:
+        """Fine-tuning: the network is the current model's. Its settings are shown, and locked
+        (the starting model decides them); unticked, they are the user's again."""
+        model = CURRENT.model if self.fine_tune.value else None
+        for control in self._network_controls():
+            control.enabled = model is None
+        if model is None:
+            self._follow_device()
+            return
+        c = model.config
+        self.mode.value = c.mode
+        if c.mode == "instance":
+            self.instance_targets.value = c.instance_targets
+        self.dims.value = c.dims
+        self.arch.value = c.arch.replace("unet3d", "unet")  # unet3d-paper -> unet-paper
+        if c.arch == "smp" and c.encoder in self.encoder.choices:
+            self.encoder.value = c.encoder
+        self._setting_width = True
+        try:
+            self.base_width.value = c.base_width
+        finally:
+            self._setting_width = False
+        self.defaults_note.value = (f"Fine-tuning the current model: {c.arch}, base width {c.base_width}, "
+                                    f"{c.mode} mode; its network decides these settings.")
+
     def _follow_device(self, event=None) -> None:
         """The base width default of the chosen device (the command line's), and what it was measured on."""
         from napari_unet.training import default_base_width
 
+        if self.fine_tune.value and CURRENT.model is not None:
+            return  # the starting model's width stays shown
         width = default_base_width(self.device.value, self.arch.value, self.dims.value)
         if self._width_is_default and self.base_width.value != width:
             self._setting_width = True
