@@ -358,6 +358,12 @@ def test_loss_plot_says_no_training_yet_then_labels_its_axes(qtbot):
         assert figure_box.x0 - 1 <= box.x0 and box.x1 <= figure_box.x1 + 1, name
         assert figure_box.y0 - 1 <= box.y0 and box.y1 <= figure_box.y1 + 1, name
     assert not boxes["loss label"].overlaps(boxes["metric label"])
+    # one legend, inside the figure, above the axes: never over the curves
+    assert len(plot.figure.legends) == 1 and not plot.loss_axes.get_legend()
+    legend = plot.figure.legends[0].get_window_extent(renderer)
+    axes_box = plot.loss_axes.get_window_extent(renderer)
+    assert legend.y0 >= axes_box.y1 - 1 and legend.y1 <= figure_box.y1 + 1
+    assert figure_box.x0 - 1 <= legend.x0 and legend.x1 <= figure_box.x1 + 1
     frame = plot.loss_axes.get_window_extent(renderer)
     assert boxes["loss label"].x1 <= frame.x0 and boxes["metric label"].x0 >= frame.x1  # one on each side
     for tick in plot.metric_axes.get_yticklabels():

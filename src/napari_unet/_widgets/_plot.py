@@ -60,6 +60,8 @@ class LossPlot(FigureCanvasQTAgg):
         ax, ax2 = self.loss_axes, self.metric_axes
         ax.clear()
         ax2.clear()
+        for legend in list(self.figure.legends):
+            legend.remove()
         empty = self.state == "empty"
         self.message.set_visible(empty)
         ax.set_visible(not empty)
@@ -80,5 +82,8 @@ class LossPlot(FigureCanvasQTAgg):
             for axes in (ax, ax2):
                 axes.tick_params(labelsize=TICK_SIZE)
             lines = ax.get_lines() + ax2.get_lines()
-            ax.legend(lines, [line.get_label() for line in lines], fontsize=TICK_SIZE, loc="upper right")
+            # above the axes, never over the curves (a short run's loss sits at the top right)
+            self.figure.legend(lines, [line.get_label() for line in lines], fontsize=TICK_SIZE,
+                               loc="outside upper center", ncol=3, frameon=False, handlelength=1.5,
+                               columnspacing=1.0)
         self.draw_idle()
