@@ -1017,19 +1017,18 @@ class _Fit:
         """Choose the watershed thresholds and minimum size with the best validation AP@0.5 on
         the validation subset (the probabilities of the best epoch, nothing predicted again)
         and store them in the model (and its file)."""
-        labels = [s.labels for s in self.val_subset]
-        objects = sum(int(np.unique(lab[lab > 0]).size) for lab in labels)
+        objects = metrics.get("true_objects", 0)  # in the validation subset, as scored
         if self.score_start and self.model.postprocessing and objects < MIN_TUNING_OBJECTS:
             # a fine-tune on a few images: settings chosen on a handful of objects are noise
             # (docs/benchmarks.md, round 8); the start's, tuned on many, are the better guess
             yield self._progress("note", message=(
                 f"post-processing kept from the starting model: the validation part holds {objects} "
                 f"object(s), fewer than the {MIN_TUNING_OBJECTS} that tuning needs"))
-            if self.saved:
-                self._save(history, best_epoch, metrics)
-            return
-        post, ap = yield from self._tuning(tune_steps(self._best_probs, labels, object_area=self.object_size.get("area")))
-        self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
+        else:
+            labels = [s.labels for s in self.val_subset]
+            post, ap = yield from self._tuning(
+                tune_steps(self._best_probs, labels, object_area=self.object_size.get("area")))
+            self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
         if self.saved:
             self._save(history, best_epoch, metrics)
 

@@ -225,16 +225,12 @@ class TrainWidget(Container):
         if not self._setting_width:
             self._width_is_default = False
 
-    def _network_controls(self) -> tuple:
-        """The settings that a starting model decides when fine-tuning."""
-        return (self.mode, self.instance_targets, self.dims, self.arch, self.encoder, self.encoder_weights,
-                self.base_width)
-
     def _fine_tune_changed(self, event=None) -> None:
         """Fine-tuning: the network is the current model's. Its settings are shown, and locked
         (the starting model decides them); unticked, they are the user's again."""
         model = CURRENT.model if self.fine_tune.value else None
-        for control in self._network_controls():
+        for control in (self.mode, self.instance_targets, self.dims, self.arch, self.encoder,
+                        self.encoder_weights, self.base_width):
             control.enabled = model is None
         if model is None:
             self._follow_device()
@@ -247,13 +243,17 @@ class TrainWidget(Container):
         self.arch.value = c.arch.replace("unet3d", "unet")  # unet3d-paper -> unet-paper
         if c.arch == "smp" and c.encoder in self.encoder.choices:
             self.encoder.value = c.encoder
-        self._setting_width = True
-        try:
-            self.base_width.value = c.base_width
-        finally:
-            self._setting_width = False
+        self._show_width(c.base_width)
         self.defaults_note.value = (f"Fine-tuning the current model: {c.arch}, base width {c.base_width}, "
                                     f"{c.mode} mode; its network decides these settings.")
+
+    def _show_width(self, width: int) -> None:
+        """Set the base width for the user to see, not as the user's own choice."""
+        self._setting_width = True
+        try:
+            self.base_width.value = width
+        finally:
+            self._setting_width = False
 
     def _follow_device(self, event=None) -> None:
         """The base width default of the chosen device (the command line's), and what it was measured on."""
@@ -263,11 +263,7 @@ class TrainWidget(Container):
             return  # the starting model's width stays shown
         width = default_base_width(self.device.value, self.arch.value, self.dims.value)
         if self._width_is_default and self.base_width.value != width:
-            self._setting_width = True
-            try:
-                self.base_width.value = width
-            finally:
-                self._setting_width = False
+            self._show_width(width)
         self.defaults_note.value = defaults_note(width, self.arch.value, self.dims.value)
 
     def _refresh(self, event=None) -> None:
