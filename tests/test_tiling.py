@@ -52,6 +52,7 @@ def paper_model():
         ((129, 200), 48),  # tile not dividing the image
         ((150, 150), 40),  # tile rounded to 40 (multiple of 8)
         ((7, 300), 64),  # a thin strip: halo larger than the image (repeated mirroring)
+        ((140, 200), 128),  # balanced cores (80 x 112), not the requested 128
     ],
 )
 def test_tiled_equals_one_pass_for_paper_unet(paper_model, nuclei, shape, tile):
@@ -94,6 +95,22 @@ def test_plan_rounds_tile_and_reports_it(paper_model):
     assert plan.core == (104, 104) and plan.rounded  # 100 / 8 = 12.5, halves round up
     assert plan.halo == (paper_model.geometry.valid_margin,) * 2
     assert plan.input[0] == paper_model.geometry.tile_input(104, plan.halo[0])
+
+
+def test_tiles_are_balanced_over_the_image(paper_model):
+    """The tile is the largest core: an axis gets the fewest tiles that allows, of equal size,
+    so no tile computes far beyond the image (the cost of tiling a 520 x 696 image)."""
+    step = paper_model.geometry.step
+    plan = plan_tiles((520, 696), paper_model.geometry, 512, 0)
+    assert plan.largest == (512, 512) and not plan.rounded
+    assert len(plan.origins) == 4  # 2 x 2, as with 512-pixel cores ...
+    up = lambda n: -(-n // step) * step  # noqa: E731  (rounded up to the pooling step)
+    assert plan.core == (up(260), up(348))  # ... but of half the image each, not 512
+    assert all(c % step == 0 for c in plan.core)
+    for n, c in zip((520, 696), plan.core):
+        assert c * (-(-n // c)) - n < step * 2  # the grid overshoots the image by under a step per tile
+    assert plan_tiles((512, 1024), paper_model.geometry, 512, 0).core == (512, 512)  # exact fits stay
+    assert plan_tiles((100, 40), paper_model.geometry, 512, 0).core == (up(100), up(40))  # one small tile
 
 
 def test_stack_is_predicted_plane_by_plane(paper_model, nuclei):

@@ -130,7 +130,7 @@ def predict(
     plan = tile_plan(model, planes, settings)
     notes = []
     if plan.rounded and settings.tile:
-        notes.append(f"tile {settings.tile} rounded to {max(plan.core)} (multiple of {axes_geometry(model.geometry)[-1].step})")
+        notes.append(f"tile {settings.tile} rounded to {max(plan.largest)} (multiple of {axes_geometry(model.geometry)[-1].step})")
     if settings.halo is not None and plan.halo != per_axis(settings.halo, plan.ndim):
         shown = plan.halo[0] if len(set(plan.halo)) == 1 else "x".join(map(str, plan.halo))
         notes.append(

@@ -68,6 +68,12 @@ class TilePlan:
     input: tuple[int, ...]
     offset: tuple[int, ...]
     requested_tile: int | tuple[int, ...]
+    largest: tuple[int, ...] = ()  # the requested tile rounded to the pooling step (the largest core)
+
+    @property
+    def rounded(self) -> bool:
+        """Whether the requested tile was not a multiple of the pooling step."""
+        return self.largest != per_axis(self.requested_tile, self.ndim)
 
     @property
     def ndim(self) -> int:
@@ -76,10 +82,6 @@ class TilePlan:
     @property
     def origins(self) -> list[tuple[int, ...]]:
         return list(itertools.product(*(range(0, n, c) for n, c in zip(self.shape, self.core))))
-
-    @property
-    def rounded(self) -> bool:
-        return max(self.core) != max(per_axis(self.requested_tile, self.ndim))
 
     def describe(self) -> str:
         halo = self.halo[0] if len(set(self.halo)) == 1 else "x".join(map(str, self.halo))
@@ -97,13 +99,16 @@ def plan_tiles(
     """Tile grid for an image of ``shape`` (height, width) or (depth, height, width).
 
     ``geometry``, ``tile`` and ``halo`` are given once or per axis (anisotropic volumes).
-    ``tile`` is rounded to the nearest multiple of the pooling step; a tile is shrunk (per
-    axis) when the image is smaller, so small images cost one small tile.
+    ``tile`` is rounded to the nearest multiple of the pooling step and is the largest core:
+    along each axis the image is split into as few tiles as that allows, of equal size (a
+    multiple of the step), so no tile computes much beyond the image (a 520-pixel axis with
+    tile 512 gets two cores of 272, not two of 512); small images cost one small tile.
     """
     ndim = len(shape)
     geometries = per_axis(geometry, ndim)
     tiles, halos = per_axis(tile, ndim), per_axis(halo, ndim)
-    cores = tuple(min(g.round_core(t), math.ceil(n / g.step) * g.step) for g, t, n in zip(geometries, tiles, shape))
+    largest = tuple(g.round_core(t) for g, t in zip(geometries, tiles))
+    cores = tuple(_balanced_core(n, t, g.step) for n, t, g in zip(shape, largest, geometries))
     halos = tuple(g.round_halo(h) for g, h in zip(geometries, halos))
     return TilePlan(
         shape=tuple(shape),
@@ -112,7 +117,15 @@ def plan_tiles(
         input=tuple(g.tile_input(c, h) for g, c, h in zip(geometries, cores, halos)),
         offset=tuple(h - g.valid_margin for g, h in zip(geometries, halos)),
         requested_tile=tile,
+        largest=largest,
     )
+
+
+def _balanced_core(n: int, largest: int, step: int) -> int:
+    """Core size along an axis of ``n`` pixels: the fewest tiles of at most ``largest`` pixels
+    (a multiple of ``step``), made equal, rounded up to the step."""
+    count = math.ceil(n / largest)
+    return min(largest, math.ceil(math.ceil(n / count) / step) * step)
 
 
 def read_tile(planes: Planes, i: int, origin: tuple[int, ...], plan: TilePlan) -> np.ndarray:
