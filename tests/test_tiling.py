@@ -188,6 +188,20 @@ def test_progress_is_yielded_per_batch(paper_model, nuclei):
     assert [s.done for s in steps] == [0, 4, 8, 12, 16] and steps[-1].total == 16
 
 
+def test_the_default_batch_is_one_tile_on_the_cpu_four_on_a_gpu(paper_model, nuclei):
+    """No batch set: one tile per forward pass on the CPU (as fast as four there, and a quarter
+    of the activations' memory; docs/benchmarks.md), four on a GPU."""
+    from napari_unet.devices import default_tile_batch
+
+    assert default_tile_batch(torch.device("cpu")) == 1
+    assert default_tile_batch(torch.device("cuda", 0)) == 4
+    assert PredictConfig().batch is None
+    steps = list(predict(paper_model, nuclei[0][:64, :64], "YX", PredictConfig(tile=16, device="cpu")))
+    assert [s.done for s in steps] == list(range(17)) and steps[-1].total == 16
+    with pytest.raises(ValueError, match="batch"):
+        PredictConfig(batch=0)
+
+
 def test_simulated_out_of_memory_halves_the_batch(paper_model, nuclei):
     calls = []
     real = paper_model.network.forward

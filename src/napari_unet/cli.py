@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(one image, predicted block by block: any size, resumable)")
     p.add_argument("--tile", help="output core of a tile in pixels, or Z,Y,X for 3D models (default: the model's)")
     p.add_argument("--halo", help="context on each side of a tile, or 'auto' (default: the model's)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default 4)")
+    p.add_argument("--batch", type=int, help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, one channel per class; stacks as ZCYX); "
                         "with a zarr output, the store's 'probabilities' array (classes first)")

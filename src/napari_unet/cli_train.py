@@ -43,7 +43,7 @@ TRAIN_FLAGS = {
     "--noise": ("noise", float, "augmentation: Gaussian noise of standard deviation up to this"),
     "--intensity": ("intensity", float, "augmentation: random intensity scale and shift"),
     "--invert": ("invert", float, "augmentation: probability of inverting the intensities (brightfield-like)"),
-    "--tile": ("tile", int, "tile core for validation and the model's default"),
+    "--tile": ("tile", int, "largest tile core of validation and the model's default"),
 }
 TRAIN_SWITCHES = {
     "--unlabelled-zero": ("unlabelled_zero", "semantic: 0 = not annotated (scribbles), ignored"),
@@ -61,7 +61,8 @@ def _defaults() -> dict:
 
 
 AUTOMATIC = {"base_width": "8 for the padded 2D unet on a CPU that trains in float32 (no native bfloat16), "
-                            "else 16: chosen by measurement, see docs/benchmarks.md"}
+                            "else 16: chosen by measurement, see docs/benchmarks.md",
+             "tile": "512; 3D models: 128 in y and x"}
 
 
 def _shown(value, name: str = "") -> str:
@@ -98,7 +99,7 @@ def add_commands(sub) -> None:
     p.add_argument("--report", help="folder for example images and metrics (PNG + JSON)")
     p.add_argument("--tile", help="tile core, or Z,Y,X for 3D models (default: the model's)")
     p.add_argument("--link-z", type=float, metavar="IOU", help="2D instance models on Z stacks: link objects through z")
-    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch", type=int, help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average the 8 flips/rotations (8x slower)")

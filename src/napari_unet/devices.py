@@ -98,6 +98,14 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False,
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def default_tile_batch(device: torch.device) -> int:
+    """Tiles per forward pass when the user sets none: 1 on the CPU, where a batch of tiles
+    is no faster and its activations multiply the memory (bundled model, tile 512: 38 s and
+    1.5 GB for a 2048x2048 image with one tile per pass, 42-49 s and 2.8 GB with four;
+    docs/benchmarks.md, "Tile size and batch"), 4 on a GPU, where batches keep it busy."""
+    return 1 if device.type == "cpu" else 4
+
+
 def memory_format(device: torch.device, spatial_dims: int = 2) -> torch.memory_format:
     """channels_last (channels_last_3d for 3D networks) where convolutions run faster with
     it: CUDA (tensor cores) and the CPU (oneDNN; 2-3x for the default 2D network, float32 or

@@ -40,7 +40,7 @@ def predict_normalized(model: UNetModel, image: np.ndarray, device: torch.device
     zeros = np.zeros(planes.channels, np.float32)
     ones = np.ones(planes.channels, np.float32)
     gen = predict_tiles(model.network.to(device), planes, zeros, ones, plan, device=device,
-                        batch=4, probabilities_out=probs, activation=model.config.activation, tta=tta)
+                        probabilities_out=probs, activation=model.config.activation, tta=tta)
     for _ in gen:
         pass
     return probs

@@ -23,7 +23,7 @@ from .models import Geometry, axes_geometry, build_network, network_halo
 
 FORMAT = "napari-unet"
 FORMAT_VERSION = 1
-DEFAULT_TILE = 256
+DEFAULT_TILE = 512  # the largest core; cores are balanced over the image (tiling.plan_tiles)
 DEFAULT_TILE_3D = (64, 128, 128)  # z, y, x: about 1 M voxels per tile
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import normalization as norm
 from .axes import Planes
-from .devices import autocast, full_float32, memory_format, run_in_batches
+from .devices import autocast, default_tile_batch, full_float32, memory_format, run_in_batches
 from .models import Geometry
 
 
@@ -212,7 +212,7 @@ def predict_tiles(
     plan: TilePlan,
     *,
     device: torch.device,
-    batch: int = 4,
+    batch: int | None = None,
     labels_out: np.ndarray | None = None,
     probabilities_out: np.ndarray | None = None,
     mixed_precision: bool = True,
@@ -233,6 +233,9 @@ def predict_tiles(
     probabilities into ``probabilities_out`` (classes first, then ``planes.label_shape``).
     Either may be a memory map or zarr array; only one batch of tiles is held in memory.
 
+    ``batch``: tiles per forward pass, halved on out-of-memory; None = the device's default
+    (:func:`~napari_unet.devices.default_tile_batch`).
+
     ``region`` (one slice per spatial axis, starts on the tile grid): predict only the tiles
     of plane ``plane`` whose cores start inside it, and write outputs of the region's shape
     (spatial axes only; see :mod:`napari_unet.blockwise`). The tiles, and so the result, are
@@ -247,7 +250,7 @@ def predict_tiles(
             raise ValueError(f"region {region} does not start on the tile grid (cores of {plan.core})")
         jobs = [(plane, o) for o in itertools.product(*(range(r.start, r.stop, c) for r, c in zip(region, plan.core)))]
     total = len(jobs)
-    state = {"batch": max(1, int(batch)), "reduced": False}
+    state = {"batch": default_tile_batch(device) if batch is None else max(1, int(batch)), "reduced": False}
     fmt = memory_format(device, plan.ndim)
     channels_last = fmt != torch.contiguous_format
     network.eval()

@@ -36,7 +36,7 @@ from .evaluation import (
     tune_membranes_steps,
 )
 from .instances import MEMBRANE_SEEDS, grid_for, object_size, tune_steps
-from .modelfile import UNetModel, round_tiling
+from .modelfile import DEFAULT_TILE, DEFAULT_TILE_3D, UNetModel, round_tiling
 from .models import axes_geometry, encoder_modules, encoder_parameters, network_halo, replace_head
 from .targets import LabelsError, check_labels, semantic_classes
 
@@ -153,8 +153,10 @@ class TrainConfig:
     min_size : int or None
         Instance mode: smallest object kept when validating during training; None = 15 % of
         the median object area of the training labels (the final choice is tuned).
-    tile : int
-        Tile core used for validation predictions (and stored as the model's default).
+    tile : int or None
+        Largest tile core of validation predictions, stored as the model's default; None =
+        512 for 2D models, 128 in y and x for 3D ones (a 3D tile is (2 * patch_z, tile / 2,
+        tile / 2)).
     """
 
     mode: str = "instance"
@@ -200,7 +202,7 @@ class TrainConfig:
     noise: float = 0.1
     invert: float = 0.0
     min_size: int | None = None
-    tile: int = 256
+    tile: int | None = None
     norm_low: float = 1.0
     norm_high: float = 99.8
 
@@ -215,6 +217,8 @@ class TrainConfig:
         for name in ("epochs", "patch", "batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tile is not None and self.tile < 1:
+            raise ConfigError(f"tile must be >= 1 (or None: the default), got {self.tile}")
         if not self.lr > 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.folds == 1 or self.folds < 0:
@@ -250,6 +254,13 @@ class TrainConfig:
         if self.dims == 3:
             return {"unet": "unet3d", "unet-paper": "unet3d-paper"}.get(self.arch, self.arch)
         return self.arch
+
+    def model_tile(self, dims: int) -> int | tuple[int, int, int]:
+        """The model's default tile (before rounding): see ``tile``."""
+        if dims == 2:
+            return self.tile or DEFAULT_TILE
+        yx = self.tile // 2 if self.tile else DEFAULT_TILE_3D[1]
+        return (self.patch_z * 2, yx, yx)
 
     def model_config(self, classes: int | None, in_channels: int) -> ModelConfig:
         if self.mode == "instance":
@@ -330,7 +341,7 @@ def build_model(config: TrainConfig, classes: int, in_channels: int, init: UNetM
     if init is None:
         torch.manual_seed(config.seed)
         model = UNetModel.create(
-            config.model_config(classes, in_channels), config.normalization, tile=config.tile
+            config.model_config(classes, in_channels), config.normalization, tile=config.model_tile(config.dims)
         )
         return model
     if init.config.mode != config.mode:
@@ -974,8 +985,7 @@ class _Fit:
                           "validation_images": [s.name for s in self.val]}
         if self.object_size:
             model.training["object_size"] = self.object_size
-        tile = self.config.tile if model.dims == 2 else (self.config.patch_z * 2, self.config.tile // 2, self.config.tile // 2)
-        model.tile = round_tiling(model.geometry, tile, 0)[0]
+        model.tile = round_tiling(model.geometry, self.config.model_tile(model.dims), 0)[0]
         if self.out is not None:
             saved = copy.copy(model)
             saved.network = copy.deepcopy(model.network).cpu()

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, ProgressBar, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, ProgressBar
 
 from ._layers import axes_choices, checksum, layer_choices, resolve_axes, spatial_transform
 from ._state import CURRENT
@@ -21,6 +21,7 @@ FILE = "model file"
 TILES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 HALOS = (0, 16, 32, 48, 64, 96, 128, 192, 256)
 AUTO = "auto (the model's)"
+BATCHES = [("auto (1 on the CPU, 4 on a GPU)", 0)] + [(str(b), b) for b in (1, 2, 4, 8, 16, 32)]
 
 
 def tile_choices(model) -> list[tuple[str, int]]:
@@ -95,7 +96,9 @@ class PredictWidget(Container):
                              tooltip="Context on each side of a tile, taken from the neighbouring image "
                                      "(mirrored at the borders). auto = what the network needs; unet-paper's "
                                      "valid convolutions fix it.")
-        self.batch = SpinBox(label="batch", value=4, min=1, max=256, tooltip="Tiles per forward pass")
+        self.batch = ComboBox(label="batch", choices=BATCHES, value=0,
+                              tooltip="Tiles per forward pass. auto = 1 on the CPU (as fast as more, and far "
+                                      "lighter), 4 on a GPU; halved by itself when the GPU runs out of memory.")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.probabilities = CheckBox(text="also add probabilities", value=False)
         self.tta = CheckBox(text="test-time augmentation (8x slower)", value=False,
@@ -264,7 +267,7 @@ class PredictWidget(Container):
             if tile and model.dims == 3:  # the choice is the in-plane size; z keeps the model's
                 tile = (model.tile[0], tile, tile)
             settings = PredictConfig(tile=tile, halo=None if self.halo.value < 0 else self.halo.value,
-                                     batch=int(self.batch.value), device=self.device.value,
+                                     batch=int(self.batch.value) or None, device=self.device.value,
                                      tta=bool(self.tta.value),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value,
                                      link_z=0.25 if self.link_z.value and model.dims == 2 else None)
