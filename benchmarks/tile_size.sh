@@ -3,8 +3,9 @@
 #   [BATCH=N] bash benchmarks/tile_size.sh LABEL TILE [TILE...]
 # Predicts the DSB2018 test split (88 images, 256x256 to 1040x1388) and a 2048x2048 mosaic of
 # DSB crops with MODEL (default: the bundled nuclei model), --device cpu, into TIFFs; peak RSS
-# from /usr/bin/time -v. BATCH: tiles per forward pass (default: the command's). LABEL names the code under test in the output (run the code of another
-# commit with PYTHONPATH=/path/to/its/src). Appends to benchmarks/results/tile_size.jsonl.
+# from /usr/bin/time -v. BATCH: tiles per forward pass (default: the command's). LABEL names
+# the code under test in the output (run the code of another commit with
+# PYTHONPATH=/path/to/its/src). Appends to benchmarks/results/tile_size.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=benchmarks/results; W=${TILE_DIR:-/tmp/napari_unet_tiles}; mkdir -p $W

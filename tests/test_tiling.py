@@ -52,7 +52,7 @@ def paper_model():
         ((129, 200), 48),  # tile not dividing the image
         ((150, 150), 40),  # tile rounded to 40 (multiple of 8)
         ((7, 300), 64),  # a thin strip: halo larger than the image (repeated mirroring)
-        ((140, 200), 128),  # balanced cores (80 x 112), not the requested 128
+        ((140, 200), 128),  # balanced cores (72 x 104 with step 8), not the requested 128
     ],
 )
 def test_tiled_equals_one_pass_for_paper_unet(paper_model, nuclei, shape, tile):

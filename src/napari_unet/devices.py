@@ -102,7 +102,7 @@ def default_tile_batch(device: torch.device) -> int:
     """Tiles per forward pass when the user sets none: 1 on the CPU, where a batch of tiles
     is no faster and its activations multiply the memory (bundled model, tile 512: 38 s and
     1.5 GB for a 2048x2048 image with one tile per pass, 42-49 s and 2.8 GB with four;
-    docs/benchmarks.md, "Tile size and batch"), 4 on a GPU, where batches keep it busy."""
+    docs/benchmarks.md, "Round 9"), 4 on a GPU, where batches keep it busy."""
     return 1 if device.type == "cpu" else 4
 
 

@@ -68,7 +68,7 @@ class TilePlan:
     input: tuple[int, ...]
     offset: tuple[int, ...]
     requested_tile: int | tuple[int, ...]
-    largest: tuple[int, ...] = ()  # the requested tile rounded to the pooling step (the largest core)
+    largest: tuple[int, ...]  # the requested tile rounded to the pooling step (the largest core)
 
     @property
     def rounded(self) -> bool:
