@@ -3,7 +3,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_unet.augment import Augmentation, augment, elastic_field
+from napari_unet.augment import Augmentation, augment, elastic_field, gaussian_blur, random_gamma
 from napari_unet.config import PredictConfig
 from napari_unet.instances import close_membranes, instances_from_probabilities
 from napari_unet.metrics import iou_matrix
@@ -204,6 +204,64 @@ def test_invert_augmentation_flips_intensities_only():
     kept = torch.isclose(out, image).flatten(1).all(1)
     assert (inverted | kept).all() and 10 < int(inverted.sum()) < 54
     assert torch.equal(t2, targets)
+
+
+def test_blur_is_a_gaussian_per_patch_with_mirrored_borders():
+    from scipy.ndimage import gaussian_filter
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 2, 30, 40, generator=g)
+    sigma = torch.tensor([0.0, 1.0, 2.0])
+    out = gaussian_blur(image, sigma)
+    radius = 6  # 3 * the largest sigma: the kernel every patch of the batch shares
+    assert torch.equal(out[0], image[0])
+    for i in (1, 2):
+        for c in range(2):
+            s = float(sigma[i])
+            expected = gaussian_filter(image[i, c].double().numpy(), s, mode="mirror", truncate=radius / s)
+            np.testing.assert_allclose(out[i, c].numpy(), expected, atol=1e-5)
+    # volumes: every z plane blurred in-plane, nothing mixed across z
+    volume = torch.rand(2, 1, 5, 24, 24, generator=g)
+    blurred = gaussian_blur(volume, torch.tensor([1.0, 0.5]))
+    for z in range(5):
+        assert torch.allclose(blurred[:, :, z], gaussian_blur(volume[:, :, z], torch.tensor([1.0, 0.5])))
+
+
+def test_gamma_bends_the_contrast_and_keeps_each_patch_range():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 1, 16, 16, generator=g) * 2 - 0.5  # normalised images leave [0, 1]
+    out = random_gamma(image, torch.tensor([0.5, 1.0, 2.0]))
+    assert torch.allclose(out.amin((1, 2, 3)), image.amin((1, 2, 3)), atol=1e-6)
+    assert torch.allclose(out.amax((1, 2, 3)), image.amax((1, 2, 3)), atol=1e-6)
+    assert torch.allclose(out[1], image[1], atol=1e-6)
+    assert out[0].mean() > image[0].mean() and out[2].mean() < image[2].mean()  # g < 1 brightens
+    # order is kept: gamma is monotonic
+    assert torch.equal(out[0].flatten().argsort(), image[0].flatten().argsort())
+
+
+def test_blur_and_gamma_augmentation_change_the_image_only_and_are_seeded():
+    image = torch.rand(8, 1, 32, 32)
+    targets = torch.randint(0, 3, (8, 32, 32))
+    maps = torch.rand(8, 1, 32, 32)
+    settings = Augmentation(flips=False, elastic_sigma=0, intensity=0, blur=1.5, gamma=0.5)
+    out, t2, m2 = augment(image, targets, maps, settings, torch.Generator().manual_seed(3))
+    again, _, _ = augment(image, targets, maps, settings, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)
+    assert torch.equal(t2, targets) and torch.equal(m2, maps)
+    # blur smooths: neighbouring pixels differ less than in the input
+    assert (out.diff(dim=-1).abs().mean() < image.diff(dim=-1).abs().mean())
+
+
+def test_augmentation_settings_are_checked():
+    from napari_unet.training import ConfigError, TrainConfig
+
+    with pytest.raises(ConfigError, match="noise must be >= 0"):
+        TrainConfig(noise=-0.1)
+    with pytest.raises(ConfigError, match="invert is a probability"):
+        TrainConfig(invert=2)
+    with pytest.raises(ConfigError, match="blur 30.0 px is too wide for 128-pixel patches"):
+        TrainConfig(blur=30.0)
+    assert TrainConfig(blur=1.0, gamma=0.5).augmentation.blur == 1.0
 
 
 def test_non_finite_probabilities_do_not_hang_the_seeds():

@@ -4,8 +4,9 @@ The same geometric transform is applied to the image, the targets (nearest neigh
 weights of a patch: flips, 90 degree rotations, a random zoom (objects of other sizes than
 the painted ones), and the elastic deformation of the U-Net paper (random displacements on a
 coarse 3x3 grid drawn from a Gaussian with 10 px standard deviation, interpolated bicubically
-to a smooth per-pixel field). Intensities are scaled and shifted, and Gaussian noise is added
-(other microscopes, other exposure).
+to a smooth per-pixel field). Intensities are blurred (another focus or optical resolution),
+gamma-corrected (another contrast curve), scaled and shifted, and Gaussian noise is added
+(other microscopes, other exposure); blur and gamma follow nnU-Net's intensity transforms.
 
 Why not torchvision.transforms.v2: its ElasticTransform draws an independent displacement per
 pixel and smooths it with a Gaussian, which is a different deformation model than the paper's
@@ -43,6 +44,12 @@ class Augmentation:
     invert : float
         Probability of inverting a patch's intensities (x -> 1 - x on the normalised image):
         dark objects on a bright background (brightfield, H&E) look like fluorescence.
+    blur : float
+        Gaussian blur in y and x with a standard deviation drawn in [0, blur] pixels per patch
+        (0 = off). Volumes are blurred in-plane only (z spacing is the microscope's).
+    gamma : float
+        Gamma correction x -> x ** g with g log-uniform in [1 / (1 + gamma), 1 + gamma], on the
+        patch rescaled to [0, 1] by its own range and scaled back (0 = off).
     """
 
     flips: bool = True
@@ -52,6 +59,8 @@ class Augmentation:
     scale: float = 0.0
     noise: float = 0.0
     invert: float = 0.0
+    blur: float = 0.0
+    gamma: float = 0.0
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -93,6 +102,34 @@ def deformation_grid(
         scaled = base[a] * shrink if (ndim == 2 or a > 0) else base[a].expand(batch, *shape)
         coords.append(scaled + dense[:, a] * 2 / max(n - 1, 1))
     return torch.stack(coords[::-1], dim=-1)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each patch of ``image`` (B, C, [D,] H, W) in y and x with its own standard deviation
+    ``sigma`` (B,) in pixels (0 = unchanged); borders are mirrored."""
+    b, c = image.shape[:2]
+    spatial = image.shape[2:]
+    radius = max(1, math.ceil(3 * float(sigma.max())))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    s = sigma.to(image.device, image.dtype).clamp_min(1e-6)[:, None]
+    kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, 2r+1)
+    planes = image.reshape(1, b * c, -1, *spatial[-2:]).transpose(1, 2).reshape(-1, b * c, *spatial[-2:])
+    planes = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
+    planes = F.conv2d(planes, kernel[:, None, :, None], groups=b * c)
+    planes = F.conv2d(planes, kernel[:, None, None, :], groups=b * c)
+    depth = planes.shape[0]
+    return planes.reshape(depth, b * c, *spatial[-2:]).transpose(0, 1).reshape(image.shape)
+
+
+def random_gamma(image: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    """``x ** g`` per patch (``gammas`` (B,)) on each patch rescaled to [0, 1] by its own
+    minimum and maximum, then scaled back: the patch keeps its range, its contrast curve bends."""
+    dims = tuple(range(1, image.ndim))
+    low = image.amin(dim=dims, keepdim=True)
+    span = (image.amax(dim=dims, keepdim=True) - low).clamp_min(1e-6)
+    view = (image.shape[0],) + (1,) * (image.ndim - 1)
+    return ((image - low) / span).clamp(0, 1) ** gammas.to(image.device, image.dtype).view(view) * span + low
 
 
 def augment(
@@ -147,6 +184,11 @@ def augment(
     if settings.invert > 0:
         flip = (torch.rand(view, generator=generator) < settings.invert).to(image.device)
         image = torch.where(flip, 1 - image, image)
+    if settings.blur > 0:
+        image = gaussian_blur(image, torch.rand(b, generator=generator) * settings.blur)
+    if settings.gamma > 0:
+        top = math.log1p(settings.gamma)
+        image = random_gamma(image, torch.exp((torch.rand(b, generator=generator) * 2 - 1) * top))
     if settings.intensity > 0:
         a = settings.intensity
         scale = 1 + (torch.rand(view, generator=generator) * 2 - 1) * a

@@ -43,6 +43,8 @@ TRAIN_FLAGS = {
     "--noise": ("noise", float, "augmentation: Gaussian noise of standard deviation up to this"),
     "--intensity": ("intensity", float, "augmentation: random intensity scale and shift"),
     "--invert": ("invert", float, "augmentation: probability of inverting the intensities (brightfield-like)"),
+    "--blur": ("blur", float, "augmentation: Gaussian blur of standard deviation up to this (pixels)"),
+    "--gamma": ("gamma", float, "augmentation: gamma correction in [1/(1+g), 1+g]"),
     "--tile": ("tile", int, "largest tile core of validation and the model's default"),
 }
 TRAIN_SWITCHES = {

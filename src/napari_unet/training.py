@@ -148,8 +148,8 @@ class TrainConfig:
     seed : int
         Seed for sampling, augmentation and initialisation.
     boundary_width, w0, sigma : instance targets and the paper's border weights.
-    elastic_sigma, intensity, flips, zoom, noise, invert : augmentation (see Augmentation;
-        ``zoom`` is its ``scale``).
+    elastic_sigma, intensity, flips, zoom, noise, invert, blur, gamma : augmentation (see
+        Augmentation; ``zoom`` is its ``scale``).
     min_size : int or None
         Instance mode: smallest object kept when validating during training; None = 15 % of
         the median object area of the training labels (the final choice is tuned).
@@ -201,6 +201,8 @@ class TrainConfig:
     zoom: float = 0.5
     noise: float = 0.1
     invert: float = 0.0
+    blur: float = 0.0
+    gamma: float = 0.0
     min_size: int | None = None
     tile: int | None = None
     norm_low: float = 1.0
@@ -229,6 +231,14 @@ class TrainConfig:
             raise ConfigError(f"val_budget must be between 0 and 1, got {self.val_budget}")
         if self.val_images < 1:
             raise ConfigError(f"val_images must be >= 1, got {self.val_images}")
+        for name in ("elastic_sigma", "intensity", "zoom", "noise", "blur", "gamma"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"augmentation {name} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if not 0 <= self.invert <= 1:
+            raise ConfigError(f"augmentation invert is a probability in [0, 1], got {self.invert}")
+        if 3 * self.blur >= self.patch / 2:
+            raise ConfigError(f"augmentation blur {self.blur} px is too wide for {self.patch}-pixel patches; "
+                              f"use at most {self.patch / 6 - 0.1:.1f}")
         if self.val_crop != 0 and self.val_crop < 32:
             raise ConfigError(f"val_crop must be 0 (whole planes) or >= 32 pixels, got {self.val_crop}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
@@ -279,7 +289,8 @@ class TrainConfig:
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation(flips=self.flips, elastic_sigma=self.elastic_sigma, intensity=self.intensity,
-                            scale=self.zoom, noise=self.noise, invert=self.invert)
+                            scale=self.zoom, noise=self.noise, invert=self.invert, blur=self.blur,
+                            gamma=self.gamma)
 
     def to_json(self) -> dict:
         return to_dict(self)
