@@ -168,7 +168,11 @@ def test_interrupted_run_resumes_and_never_looks_complete(tmp_path, nuclei):
     assert root.attrs["napari_unet"]["status"] == "partial"  # not complete, and says so
     done = int(root["scratch/done_a"][:].sum())
     assert 3 <= done < 16
-    assert main(cmd[3:]) == 0  # the same command again
+    attrs = dict(root.attrs["napari_unet"])
+    assert "batch" not in attrs["settings"]
+    attrs["settings"] = {**attrs["settings"], "batch": 1}  # as stores of earlier versions held it
+    root.attrs["napari_unet"] = attrs
+    assert main(cmd[3:] + ["--batch", "3"]) == 0  # the same command again; batching is speed only
     root = zarr.open_group(str(out))
     assert root.attrs["napari_unet"]["status"] == "complete"
     whole = run(predict(UNetModel.load(SAMPLE_MODEL), nuclei[0], settings=PredictConfig(device="cpu", tile=64))).labels

@@ -381,12 +381,22 @@ def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
 # driver
 
 
+# settings that change how fast a prediction runs, never what it gives: a store started with
+# one value resumes with another (tiles are predicted independently of how they are batched)
+_SPEED_ONLY = ("batch",)
+
+
+def _settings_signature(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in _SPEED_ONLY}
+
+
 def _signature(job: Job, shape: tuple, dtype: str) -> dict:
     return {
         "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
         "image": job.image if job.image.startswith("<array") else str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
-        "dtype": dtype, "settings": json.loads(json.dumps(asdict(job.settings))), "block": list(job.block),
-        "context": list(job.context), "min_size": job.min_size, "probabilities": job.probabilities,
+        "dtype": dtype, "settings": _settings_signature(json.loads(json.dumps(asdict(job.settings)))),
+        "block": list(job.block), "context": list(job.context), "min_size": job.min_size,
+        "probabilities": job.probabilities,
     }
 
 
@@ -405,6 +415,8 @@ def _open_store(job: Job, model: UNetModel, planes, plan, lo, hi, n_blocks: int)
         try:
             root = zarr.open_group(str(out), mode="r+")
             found = dict(root.attrs.get("napari_unet", {}))
+            if isinstance(found.get("settings"), dict):  # stores written before batch was left out
+                found["settings"] = _settings_signature(found["settings"])
         except Exception:  # noqa: BLE001 - not a group we can read
             raise BlockwiseError(f"--out {out} exists and is not a napari-unet zarr store; choose another name") from None
         mine = {k: v for k, v in found.items() if k in signature}
