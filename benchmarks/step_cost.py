@@ -6,6 +6,7 @@
     python benchmarks/step_cost.py --inference   # prediction of 4 tiles in the same formats
     python benchmarks/step_cost.py --volumes     # 3D networks vs the 2D default, per output voxel
     python benchmarks/step_cost.py --widths      # the padded unet at widths 8-32, as training runs it here
+    python benchmarks/step_cost.py --compile     # the same steps eager vs torch.compile (inductor), widths 8 and 16
 
 Prints seconds per step (mean of 4 after one warm-up) and output kilopixels per second.
 """
@@ -135,6 +136,32 @@ def widths(n: int = 8) -> None:
                   f"{size * size * batch / dt / 1e3:.0f} kpx/s", flush=True)
 
 
+def compiled(n: int = 8) -> None:
+    """Training steps of the padded 2D unet (widths 8 and 16, 8 x 128^2, as training runs it
+    here) eager and under ``torch.compile``: the first compiled step (compilation) and the
+    steady cost."""
+    from napari_unet.devices import cpu_computes_bf16
+    from napari_unet.models import PaperUNet
+
+    bf16 = cpu_computes_bf16()
+    for width in (8, 16):
+        for mode in ("eager", "compile"):
+            torch.manual_seed(0)
+            net = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
+            x = torch.randn(8, 1, 128, 128).contiguous(memory_format=torch.channels_last)
+            first = time.perf_counter()
+            if mode == "compile":
+                import torch._dynamo as dynamo
+
+                dynamo.reset()
+                net = torch.compile(net)
+                _timed_steps(net, x, bf16, 1)
+            first = time.perf_counter() - first
+            dt = _timed_steps(net, x, bf16, n)
+            print(f"width {width} {mode:8s} bf16={bf16}: {dt:.3f} s/step (first steps incl. compilation {first:.0f} s)",
+                  flush=True)
+
+
 def volumes(n: int = 6) -> None:
     """Training steps of 3D networks (padded, width 16) against the 2D default, in bf16 with
     channels_last(_3d) as training runs them, per output voxel."""
@@ -188,8 +215,11 @@ if __name__ == "__main__":
     parser.add_argument("--inference", action="store_true")
     parser.add_argument("--volumes", action="store_true")
     parser.add_argument("--widths", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
-    if args.widths:
+    if args.compile:
+        compiled()
+    elif args.widths:
         widths()
     elif args.formats:
         formats()

@@ -259,9 +259,16 @@ def test_augmentation_settings_are_checked():
         TrainConfig(noise=-0.1)
     with pytest.raises(ConfigError, match="invert is a probability"):
         TrainConfig(invert=2)
-    with pytest.raises(ConfigError, match="blur 30.0 px is too wide for 128-pixel patches"):
-        TrainConfig(blur=30.0)
-    assert TrainConfig(blur=1.0, gamma=0.5).augmentation.blur == 1.0
+    with pytest.raises(ConfigError, match="gamma must be >= 0"):
+        TrainConfig(gamma=-1)
+    assert TrainConfig(blur=2.0, gamma=0.3).augmentation.gamma == 0.3
+
+
+def test_a_blur_wider_than_the_patch_is_cut_to_what_mirroring_allows():
+    image = torch.rand(2, 1, 6, 6)
+    out = gaussian_blur(image, torch.tensor([5.0, 0.0]))  # a 3-sigma radius of 15 > 6 pixels
+    assert torch.isfinite(out).all() and torch.equal(out[1], image[1])
+    assert out[0].std() < image[0].std()
 
 
 def test_non_finite_probabilities_do_not_hang_the_seeds():

@@ -822,3 +822,64 @@ def test_fine_tuning_on_few_objects_keeps_the_start_post_processing(data_dir, mo
     else:
         assert post["interior_threshold"] != 0.77 and post["validation_ap@0.5"] != 0.123
         assert not any("post-processing kept" in m for m in notes)
+
+
+def test_compiled_training_steps_match_the_plain_ones_and_compile_once(data_dir):
+    """``compile="on"``: the training steps run through torch.compile; the losses follow the
+    uncompiled run (same seed) and the graph is compiled once, not again at every epoch
+    (validation, the weight-average swap and train/eval switches in between)."""
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
+    def steps(mode):
+        dynamo.reset()
+        counters.clear()
+        cfg = TrainConfig(mode="instance", epochs=3, device="cpu", compile=mode, **TINY)
+        records, _ = drive(Trainer(nuclei_pairs(data_dir)[:1], cfg).run())
+        notes = [r.message for r in records if r.kind == "note"]
+        return [r.loss for r in records if r.kind == "step"], notes, dict(counters["stats"])
+
+    plain, plain_notes, _ = steps("off")
+    compiled, notes, stats = steps("on")
+    assert not plain_notes and any("compiling the network" in n for n in notes)
+    assert len(compiled) == len(plain) == 18
+    np.testing.assert_allclose(compiled, plain, rtol=0.05)
+    assert stats.get("unique_graphs", 0) >= 1  # it did compile
+    assert stats["unique_graphs"] <= 2  # forward graph (+ one for a train/eval switch), not one per epoch
+
+
+def test_training_goes_on_uncompiled_when_compiling_fails(data_dir, monkeypatch):
+    """No C++ compiler (a laptop without build tools): the first compiled step fails, the run
+    says so and trains on without compiling; the weights still learn."""
+
+    def broken_compile(network, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore lines")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = TrainConfig(mode="instance", epochs=2, device="cpu", compile="on", **TINY)
+    records, result = drive(Trainer(nuclei_pairs(data_dir)[:1], cfg).run())
+    notes = [r.message for r in records if r.kind == "note"]
+    assert any("torch.compile is not available here (InvalidCxxCompiler: No working C++ compiler found)" in n
+               for n in notes)
+    assert len([r for r in records if r.kind == "step"]) == 12 and result.best_epoch in (1, 2)
+
+
+def test_compile_is_automatic_only_where_it_was_measured_to_pay():
+    from napari_unet.training import compiles_by_default
+
+    cpu = torch.device("cpu")
+    fp32 = TrainConfig(mixed_precision=False)
+    assert compiles_by_default(fp32, cpu, "unet", 2, 8, planned_steps=10_000)
+    assert not compiles_by_default(fp32, cpu, "unet", 2, 8, planned_steps=100)  # a short run: not worth a minute
+    assert not compiles_by_default(TrainConfig(mixed_precision=False, time_limit=2), cpu, "unet", 2, 8, 10_000)
+    assert compiles_by_default(TrainConfig(mixed_precision=False, time_limit=20), cpu, "unet", 2, 8, 10_000)
+    assert not compiles_by_default(fp32, cpu, "unet", 2, 16, 10_000)  # measured slower compiled
+    assert not compiles_by_default(fp32, cpu, "unet-paper", 2, 8, 10_000)
+    assert not compiles_by_default(fp32, cpu, "unet", 3, 8, 10_000)
+    assert not compiles_by_default(fp32, torch.device("cuda"), "unet", 2, 8, 10_000)  # not measured
+    assert not compiles_by_default(TrainConfig(compile="off", mixed_precision=False), cpu, "unet", 2, 8, 10_000)
+    assert compiles_by_default(TrainConfig(compile="on"), cpu, "smp", 2, 32, 1)
+    with pytest.raises(ConfigError, match="compile must be auto, on or off"):
+        TrainConfig(compile="yes")

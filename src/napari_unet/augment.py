@@ -109,7 +109,7 @@ def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     ``sigma`` (B,) in pixels (0 = unchanged); borders are mirrored."""
     b, c = image.shape[:2]
     spatial = image.shape[2:]
-    radius = max(1, math.ceil(3 * float(sigma.max())))
+    radius = min(max(1, math.ceil(3 * float(sigma.max()))), min(spatial[-2:]) - 1)  # mirroring needs < size
     x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     s = sigma.to(image.device, image.dtype).clamp_min(1e-6)[:, None]
     kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
