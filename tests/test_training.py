@@ -883,3 +883,45 @@ def test_compile_is_automatic_only_where_it_was_measured_to_pay():
     assert compiles_by_default(TrainConfig(compile="on"), cpu, "smp", 2, 32, 1)
     with pytest.raises(ConfigError, match="compile must be auto, on or off"):
         TrainConfig(compile="yes")
+
+
+def test_the_compiling_step_does_not_set_the_pace_of_a_time_limited_run(data_dir, monkeypatch):
+    """The first compiled step takes a minute of compilation. A time-limited run sizes its
+    epochs from the step time (about 8 validations) and estimates the time it still needs
+    from it: the compiling step must count for neither, or a 10-minute run would validate
+    after every few steps, or stop at once (fake clock, 1 s per reading; compilation 100 s)."""
+    from napari_unet import training
+
+    def first_epoch_steps(compile_seconds):
+        now = [0.0]
+
+        def fake_clock():
+            now[0] += 1.0
+            return now[0]
+
+        def fake_compile(network, **kwargs):
+            calls = [0]
+
+            def call(*args, **kw):
+                calls[0] += 1
+                if calls[0] == 1:
+                    now[0] += compile_seconds
+                return network(*args, **kw)
+            return call
+
+        monkeypatch.setattr(training, "clock", fake_clock)
+        monkeypatch.setattr(torch, "compile", fake_compile)
+        cfg = TrainConfig(mode="instance", epochs=100, time_limit=10.0, compile="on",
+                          **{**TINY, "steps_per_epoch": 0})
+        run = Trainer(nuclei_pairs(data_dir)[:1], cfg).run()
+        steps = []
+        for record in run:  # the first epoch is enough
+            if record.kind == "epoch":
+                break
+            steps += [record] if record.kind == "step" else []
+        run.close()
+        return steps[-1].steps, len(steps)
+
+    planned, done = first_epoch_steps(0.0)
+    assert done == planned > 5
+    assert first_epoch_steps(100.0) == (planned, done)

@@ -942,15 +942,20 @@ class _Fit:
                     swapped = False
                 self._train_mode(network)
                 losses = []
-                epoch_start = clock()
+                epoch_start, timed_from = clock(), 0
                 for step in range(1, steps + 1):
                     batch = pending.result()
                     pending = prefetch.submit(sampler.batch, self.batch)  # cut the next batch meanwhile
+                    compiling = epoch == 1 and step == 1 and self._step_network is not self._eager
                     losses.append((yield from self._train_step(self._step_network, opt, scaler, batch, generator)))
                     if average is not None:
                         average.update()
                     elapsed = self._elapsed = clock() - start
-                    step_seconds = (clock() - epoch_start) / step
+                    if compiling:
+                        # the first compiled step spent its time compiling: time the steps after it
+                        epoch_start, timed_from, step_seconds = clock(), 1, None
+                    else:
+                        step_seconds = (clock() - epoch_start) / (step - timed_from)
                     schedule.update((epoch - 1) * steps + step, elapsed)
                     sched.step()
                     yield TrainProgress("step", epoch, config.epochs, step, steps, float(np.mean(losses)), elapsed,
