@@ -136,30 +136,39 @@ def widths(n: int = 8) -> None:
                   f"{size * size * batch / dt / 1e3:.0f} kpx/s", flush=True)
 
 
-def compiled(n: int = 8) -> None:
+def compiled(rounds: int = 12, n: int = 5) -> None:
     """Training steps of the padded 2D unet (widths 8 and 16, 8 x 128^2, as training runs it
-    here) eager and under ``torch.compile``: the first compiled step (compilation) and the
-    steady cost."""
+    here) eager and under ``torch.compile``, interleaved: ``rounds`` times ``n`` eager steps
+    then ``n`` compiled ones, so that both see the same machine load; medians per step and
+    the ratio of each round's pair (the machine's load drifts; a paired ratio does not)."""
+    import copy
+
+    import torch._dynamo as dynamo
+
     from napari_unet.devices import cpu_computes_bf16
     from napari_unet.models import PaperUNet
 
     bf16 = cpu_computes_bf16()
     for width in (8, 16):
-        for mode in ("eager", "compile"):
-            torch.manual_seed(0)
-            net = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
-            x = torch.randn(8, 1, 128, 128).contiguous(memory_format=torch.channels_last)
-            first = time.perf_counter()
-            if mode == "compile":
-                import torch._dynamo as dynamo
-
-                dynamo.reset()
-                net = torch.compile(net)
-                _timed_steps(net, x, bf16, 1)
-            first = time.perf_counter() - first
-            dt = _timed_steps(net, x, bf16, n)
-            print(f"width {width} {mode:8s} bf16={bf16}: {dt:.3f} s/step (first steps incl. compilation {first:.0f} s)",
-                  flush=True)
+        torch.manual_seed(0)
+        eager = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
+        plain = copy.deepcopy(eager)
+        x = torch.randn(8, 1, 128, 128).contiguous(memory_format=torch.channels_last)
+        dynamo.reset()
+        first = time.perf_counter()
+        fast = torch.compile(plain)
+        _timed_steps(fast, x, bf16, 1)
+        first = time.perf_counter() - first
+        _timed_steps(eager, x, bf16, 1)
+        times = {"eager": [], "compiled": []}
+        for _ in range(rounds):
+            times["eager"].append(_timed_steps(eager, x, bf16, n))
+            times["compiled"].append(_timed_steps(fast, x, bf16, n))
+        ratios = np.array(times["eager"]) / np.array(times["compiled"])
+        print(f"width {width} bf16={bf16}: eager {np.median(times['eager']):.3f} s/step, compiled "
+              f"{np.median(times['compiled']):.3f} s/step, eager/compiled per round: median "
+              f"{np.median(ratios):.2f} (range {ratios.min():.2f}-{ratios.max():.2f}); first compiled steps "
+              f"incl. compilation {first:.0f} s", flush=True)
 
 
 def volumes(n: int = 6) -> None:

@@ -43,6 +43,7 @@ def test_real_training_improves_validation_loss(data_dir, tmp_path):
     saved = UNetModel.load(tmp_path / "m.safetensors")
     assert saved.config.mode == "instance" and saved.training["best_epoch"] == result.best_epoch
     assert len(saved.history) >= result.best_epoch and "ap@0.5" in saved.history[0]
+    assert [h["steps"] for h in saved.history] == [6, 12, 18, 24, 30]  # optimiser steps so far
     # post-processing was tuned on the validation images and travels with the model
     assert {"interior_threshold", "foreground_threshold", "min_size"} <= set(saved.postprocessing)
     assert records[-1].kind == "tuning"
@@ -825,7 +826,7 @@ def test_fine_tuning_on_few_objects_keeps_the_start_post_processing(data_dir, mo
 
 
 def test_compiled_training_steps_match_the_plain_ones_and_compile_once(data_dir):
-    """``compile="on"``: the training steps run through torch.compile; the losses follow the
+    """``compile=True``: the training steps run through torch.compile; the losses follow the
     uncompiled run (same seed) and the graph is compiled once, not again at every epoch
     (validation, the weight-average swap and train/eval switches in between)."""
     import torch._dynamo as dynamo
@@ -839,8 +840,8 @@ def test_compiled_training_steps_match_the_plain_ones_and_compile_once(data_dir)
         notes = [r.message for r in records if r.kind == "note"]
         return [r.loss for r in records if r.kind == "step"], notes, dict(counters["stats"])
 
-    plain, plain_notes, _ = steps("off")
-    compiled, notes, stats = steps("on")
+    plain, plain_notes, _ = steps(False)
+    compiled, notes, stats = steps(True)
     assert not plain_notes and any("compiling the network" in n for n in notes)
     assert len(compiled) == len(plain) == 18
     np.testing.assert_allclose(compiled, plain, rtol=0.05)
@@ -858,31 +859,12 @@ def test_training_goes_on_uncompiled_when_compiling_fails(data_dir, monkeypatch)
         return call
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    cfg = TrainConfig(mode="instance", epochs=2, device="cpu", compile="on", **TINY)
+    cfg = TrainConfig(mode="instance", epochs=2, device="cpu", compile=True, **TINY)
     records, result = drive(Trainer(nuclei_pairs(data_dir)[:1], cfg).run())
     notes = [r.message for r in records if r.kind == "note"]
     assert any("torch.compile is not available here (InvalidCxxCompiler: No working C++ compiler found)" in n
                for n in notes)
     assert len([r for r in records if r.kind == "step"]) == 12 and result.best_epoch in (1, 2)
-
-
-def test_compile_is_automatic_only_where_it_was_measured_to_pay():
-    from napari_unet.training import compiles_by_default
-
-    cpu = torch.device("cpu")
-    fp32 = TrainConfig(mixed_precision=False)
-    assert compiles_by_default(fp32, cpu, "unet", 2, 8, planned_steps=10_000)
-    assert not compiles_by_default(fp32, cpu, "unet", 2, 8, planned_steps=100)  # a short run: not worth a minute
-    assert not compiles_by_default(TrainConfig(mixed_precision=False, time_limit=2), cpu, "unet", 2, 8, 10_000)
-    assert compiles_by_default(TrainConfig(mixed_precision=False, time_limit=20), cpu, "unet", 2, 8, 10_000)
-    assert not compiles_by_default(fp32, cpu, "unet", 2, 16, 10_000)  # measured slower compiled
-    assert not compiles_by_default(fp32, cpu, "unet-paper", 2, 8, 10_000)
-    assert not compiles_by_default(fp32, cpu, "unet", 3, 8, 10_000)
-    assert not compiles_by_default(fp32, torch.device("cuda"), "unet", 2, 8, 10_000)  # not measured
-    assert not compiles_by_default(TrainConfig(compile="off", mixed_precision=False), cpu, "unet", 2, 8, 10_000)
-    assert compiles_by_default(TrainConfig(compile="on"), cpu, "smp", 2, 32, 1)
-    with pytest.raises(ConfigError, match="compile must be auto, on or off"):
-        TrainConfig(compile="yes")
 
 
 def test_the_compiling_step_does_not_set_the_pace_of_a_time_limited_run(data_dir, monkeypatch):
@@ -911,7 +893,7 @@ def test_the_compiling_step_does_not_set_the_pace_of_a_time_limited_run(data_dir
 
         monkeypatch.setattr(training, "clock", fake_clock)
         monkeypatch.setattr(torch, "compile", fake_compile)
-        cfg = TrainConfig(mode="instance", epochs=100, time_limit=10.0, compile="on",
+        cfg = TrainConfig(mode="instance", epochs=100, time_limit=10.0, compile=True,
                           **{**TINY, "steps_per_epoch": 0})
         run = Trainer(nuclei_pairs(data_dir)[:1], cfg).run()
         steps = []

@@ -69,30 +69,6 @@ def default_base_width(device: str = "auto", arch: str = "unet", dims: int = 2,
     return 16
 
 
-COMPILE_MIN_STEPS = 1000  # compiling costs about a minute: worth it from ~700 steps of 0.08 s saved
-
-
-def compiles_by_default(config: "TrainConfig", device: torch.device, arch: str, dims: int, base_width: int,
-                        planned_steps: int) -> bool:
-    """Whether ``compile="auto"`` runs the training steps through ``torch.compile``.
-
-    Only where it was measured to pay (docs/benchmarks.md, "Round 10"): the padded 2D
-    ``unet`` of base width 8 or less on a CPU that trains in float32 (the CPU default there),
-    where a step of 8 x 128^2 patches takes 0.11 s compiled against 0.19 s (2 threads,
-    AMD Zen 3), for runs of at least ``COMPILE_MIN_STEPS`` steps that are not limited to a
-    few minutes. Width 16 in float32 was slower compiled (0.48 s against 0.43 s); bfloat16
-    CPUs and GPUs were not measured, so they stay uncompiled."""
-    if config.compile != "auto":
-        return config.compile == "on"
-    if device.type != "cpu" or arch != "unet" or dims != 2 or base_width > 8:
-        return False
-    if config.mixed_precision and autocast_dtype(device, cpu=True) is not None:
-        return False
-    if config.time_limit is not None and config.time_limit < 5:
-        return False
-    return planned_steps >= COMPILE_MIN_STEPS
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; saved in the model file and replayable from JSON.
@@ -182,11 +158,14 @@ class TrainConfig:
         Largest tile core of validation predictions, stored as the model's default; None =
         512 for 2D models, 128 in y and x for 3D ones (a 3D tile is (2 * patch_z, tile / 2,
         tile / 2)).
-    compile : str
-        ``auto``, ``on`` or ``off``: run the training steps through ``torch.compile``
-        (inductor; about a minute of compilation first, and a C++ compiler; without one the
-        run goes on uncompiled and says so). ``auto`` compiles where it was measured to pay:
-        see :func:`compiles_by_default`.
+    compile : bool
+        Run the training steps through ``torch.compile`` (inductor; up to about a minute of
+        compilation first, and a C++ compiler: without one the run goes on uncompiled and says
+        so). Off by default: on a 2-core AMD Zen 3 the network alone steps 1.2x faster
+        compiled (width 8, float32, 2 threads), but 20 minutes of default training made 4,177
+        steps compiled against 4,213 uncompiled (one core each, side by side): augmentation,
+        patch sampling and the weight average are not compiled (docs/benchmarks.md, "Round
+        10"). Not measured on GPUs.
     """
 
     mode: str = "instance"
@@ -235,7 +214,7 @@ class TrainConfig:
     gamma: float = 0.5
     min_size: int | None = None
     tile: int | None = None
-    compile: str = "auto"
+    compile: bool = False
     norm_low: float = 1.0
     norm_high: float = 99.8
 
@@ -265,8 +244,6 @@ class TrainConfig:
         for name in ("elastic_sigma", "intensity", "zoom", "noise", "blur", "gamma"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"augmentation {name} must be >= 0 (0 = off), got {getattr(self, name)}")
-        if self.compile not in ("auto", "on", "off"):
-            raise ConfigError(f"compile must be auto, on or off, got {self.compile!r}")
         if not 0 <= self.invert <= 1:
             raise ConfigError(f"augmentation invert is a probability in [0, 1], got {self.invert}")
         if self.val_crop != 0 and self.val_crop < 32:
@@ -890,11 +867,9 @@ class _Fit:
         steps = self.steps_per_epoch()
         limit = config.time_limit * 60 if config.time_limit else None
         self._eager = self._step_network = network
-        if compiles_by_default(config, device, model.config.arch, model.dims, model.config.base_width,
-                               steps * config.epochs):
+        if config.compile:
             yield self._progress("note", message=(
-                "compiling the network for this CPU (torch.compile): the first steps take about a "
-                "minute, the later ones about 40 % less time"))
+                "compiling the network (torch.compile): the first step takes up to about a minute"))
             # inductor looks for CUDA while it builds its C++ kernels and warns when there is none
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
             self._step_network, self._compiled_ok = torch.compile(network), False
@@ -931,7 +906,7 @@ class _Fit:
         # batch; a single worker keeps the random sequence, and so the run, reproducible
         prefetch = ThreadPoolExecutor(max_workers=1)
         pending = prefetch.submit(sampler.batch, self.batch)
-        epoch, record = 0, {"loss": float("nan")}
+        epoch, record, steps_done = 0, {"loss": float("nan")}, 0
         average = WeightAverage(network, config.weight_average) if config.weight_average else None
         swapped = False  # whether the network holds the averaged weights now
         try:
@@ -948,6 +923,7 @@ class _Fit:
                     pending = prefetch.submit(sampler.batch, self.batch)  # cut the next batch meanwhile
                     compiling = epoch == 1 and step == 1 and self._step_network is not self._eager
                     losses.append((yield from self._train_step(self._step_network, opt, scaler, batch, generator)))
+                    steps_done += 1
                     if average is not None:
                         average.update()
                     elapsed = self._elapsed = clock() - start
@@ -974,7 +950,7 @@ class _Fit:
                 metrics = yield from self._validate(network, val_batches)
                 val_seconds = clock() - t0
                 record = {"epoch": first_epoch + epoch, "loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
-                          "batch": self.batch,
+                          "batch": self.batch, "steps": steps_done,
                           "seconds": clock() - start, "validation_seconds": val_seconds, **metrics}
                 history.append(record)
                 self._last_loss = record["loss"]
