@@ -114,12 +114,11 @@ def gaussian_blur(image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     s = sigma.to(image.device, image.dtype).clamp_min(1e-6)[:, None]
     kernel = torch.exp(-0.5 * (x[None] / s) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, 2r+1)
-    planes = image.reshape(1, b * c, -1, *spatial[-2:]).transpose(1, 2).reshape(-1, b * c, *spatial[-2:])
+    planes = image.reshape(b * c, -1, *spatial[-2:]).transpose(0, 1)  # (z planes, B*C, H, W)
     planes = F.pad(planes, (radius, radius, radius, radius), mode="reflect")
     planes = F.conv2d(planes, kernel[:, None, :, None], groups=b * c)
     planes = F.conv2d(planes, kernel[:, None, None, :], groups=b * c)
-    depth = planes.shape[0]
-    return planes.reshape(depth, b * c, *spatial[-2:]).transpose(0, 1).reshape(image.shape)
+    return planes.transpose(0, 1).reshape(image.shape)
 
 
 def random_gamma(image: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:

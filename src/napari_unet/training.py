@@ -753,10 +753,6 @@ class _Fit:
         # for progress records (their ``elapsed`` is the last one measured: reading the clock
         # in every record would charge its cost to the time limit's fake clock in tests)
         self._epoch, self._last_loss, self._elapsed = 0, float("nan"), 0.0
-        # the network the training steps call (torch.compile'd or not), the plain one, and
-        # whether a compiled step has succeeded (until then a failure falls back to the plain one)
-        self._step_network = self._eager = None
-        self._compiled_ok = True
 
     def steps_per_epoch(self) -> int:
         if self.config.steps_per_epoch:
@@ -806,18 +802,7 @@ class _Fit:
                         "check the images for extreme values (the weights were not updated)"
                     )
                 scaler.scale(loss).backward()
-            except TrainingError:
-                raise
             except Exception as err:  # noqa: BLE001 - anything but out-of-memory is re-raised
-                if network is not self._eager and not self._compiled_ok and not is_out_of_memory(err):
-                    # torch.compile failed (no C++ compiler, an unsupported platform): go on without
-                    network = self._step_network = self._eager
-                    image = targets = maps = loss = None
-                    opt.zero_grad(set_to_none=True)
-                    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-                    yield self._progress("note", message=f"torch.compile is not available here ({reason}); "
-                                                         "training goes on without it")
-                    continue
                 if not is_out_of_memory(err):
                     raise
                 image = targets = maps = loss = None  # drop the references before freeing
@@ -834,8 +819,21 @@ class _Fit:
                 continue
             scaler.step(opt)
             scaler.update()
-            self._compiled_ok = True
             return value
+
+    def _first_compiled_step(self, compiled, network, opt, scaler, batch, generator):
+        """The first step through ``torch.compile``, which compiles. Where compiling fails (no
+        C++ compiler, an unsupported platform) the step is taken uncompiled, and so are the
+        later ones. Returns the loss and the network to step with from now on."""
+        try:
+            return (yield from self._train_step(compiled, opt, scaler, batch, generator)), compiled
+        except TrainingError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure to compile
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            yield self._progress("note", message=f"torch.compile is not available here ({reason}); "
+                                                 "training goes on without it")
+            return (yield from self._train_step(network, opt, scaler, batch, generator)), network
 
     def _validation_batches(self) -> list:
         sampler = PatchSampler(self.val, self.in_patch, np.random.default_rng(12345))
@@ -866,13 +864,13 @@ class _Fit:
             opt = torch.optim.SGD(params, lr=config.lr, momentum=0.99, weight_decay=config.weight_decay)
         steps = self.steps_per_epoch()
         limit = config.time_limit * 60 if config.time_limit else None
-        self._eager = self._step_network = network
+        step_network = network  # what the training steps call: torch.compile'd or not
         if config.compile:
             yield self._progress("note", message=(
                 "compiling the network (torch.compile): the first step takes up to about a minute"))
             # inductor looks for CUDA while it builds its C++ kernels and warns when there is none
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            self._step_network, self._compiled_ok = torch.compile(network), False
+            step_network = torch.compile(network)
         schedule = _Schedule(steps * config.epochs, limit)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         scaler = torch.amp.GradScaler(
@@ -921,8 +919,13 @@ class _Fit:
                 for step in range(1, steps + 1):
                     batch = pending.result()
                     pending = prefetch.submit(sampler.batch, self.batch)  # cut the next batch meanwhile
-                    compiling = epoch == 1 and step == 1 and self._step_network is not self._eager
-                    losses.append((yield from self._train_step(self._step_network, opt, scaler, batch, generator)))
+                    compiling = epoch == 1 and step == 1 and step_network is not network
+                    if compiling:
+                        loss, step_network = yield from self._first_compiled_step(
+                            step_network, network, opt, scaler, batch, generator)
+                    else:
+                        loss = yield from self._train_step(step_network, opt, scaler, batch, generator)
+                    losses.append(loss)
                     steps_done += 1
                     if average is not None:
                         average.update()
