@@ -241,3 +241,34 @@ def test_a_header_length_whose_first_byte_looks_like_pickle_still_loads(tmp_path
     assert forged[:1] == b"\x80"
     path.write_bytes(forged)
     assert UNetModel.load(path).config == small().config
+
+
+def test_float16_storage_halves_the_file_and_loads_into_float32(tmp_path):
+    torch.manual_seed(0)
+    model = UNetModel.create(ModelConfig(depth=2, base_width=8, batch_norm=True, classes=3))
+    full = model.save(tmp_path / "full.safetensors")
+    half = model.save(tmp_path / "half.safetensors", float16=True)
+    weights = sum(v.numel() * 4 for v in model.network.state_dict().values() if v.is_floating_point())
+    # the float weights take half the bytes (the headers differ only in dtypes and offsets)
+    assert abs(full.stat().st_size - half.stat().st_size - weights // 2) < 1024
+    back = UNetModel.load(half)
+    assert back.config == model.config
+    assert all(v.dtype == torch.float32 for v in back.network.state_dict().values() if v.is_floating_point())
+    # batch-norm counters are integers and stay exact
+    counters = [k for k, v in back.network.state_dict().items() if not v.is_floating_point()]
+    assert counters and all(back.network.state_dict()[k].dtype == torch.int64 for k in counters)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        ref, out = model.network.eval()(x), back.network(x)
+    assert not torch.equal(ref, out)  # rounded, not a copy of the float32 file
+    assert torch.allclose(ref, out, atol=1e-2, rtol=1e-2)
+
+
+def test_float16_storage_refuses_weights_beyond_its_range(tmp_path):
+    model = small()
+    with torch.no_grad():
+        next(model.network.parameters()).view(-1)[0] = 1e6
+    with pytest.raises(ModelFileError, match="float16's range"):
+        model.save(tmp_path / "half.safetensors", float16=True)
+    assert not (tmp_path / "half.safetensors").exists()
+    assert UNetModel.load(model.save(tmp_path / "full.safetensors")).network is not None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from . import __version__
@@ -94,15 +95,16 @@ class UNetModel:
             "postprocessing": self.postprocessing,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write atomically; an existing file at ``path`` is replaced only once all is written."""
+    def save(self, path: str | Path, float16: bool = False) -> Path:
+        """Write atomically; an existing file at ``path`` is replaced only once all is written.
+        ``float16``: see :meth:`to_bytes`."""
         path = Path(path)
         if getattr(self.network, "foreign", False):
             raise ModelFileError(
                 f"cannot write {path}: this network comes from a bioimage.io package not made by napari-unet "
                 "and cannot be stored in a napari-unet model file; use the package itself"
             )
-        atomic_write_bytes(path, self.to_bytes())
+        atomic_write_bytes(path, self.to_bytes(float16))
         return path
 
     @classmethod
@@ -117,11 +119,27 @@ class UNetModel:
         meta, tensors = _read(path)
         return cls.from_metadata(path, meta, tensors)
 
-    def to_bytes(self) -> bytes:
-        """The model file's bytes (what :meth:`save` writes)."""
+    def to_bytes(self, float16: bool = False) -> bytes:
+        """The model file's bytes (what :meth:`save` writes).
+
+        ``float16``: floating-point weights are stored as float16, which halves the file (for
+        sharing; the bundled model is stored so). Loading casts them back into the float32
+        network. A weight beyond float16's range is refused rather than stored as infinity.
+        """
         from safetensors.torch import save
 
-        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.network.state_dict().items()}
+        tensors = {}
+        for name, value in self.network.state_dict().items():
+            value = value.detach().cpu()
+            if float16 and value.is_floating_point():
+                half = value.to(torch.float16)
+                if bool(torch.isfinite(value).all()) and not bool(torch.isfinite(half).all()):
+                    raise ModelFileError(
+                        f"weight {name} holds values beyond float16's range (+-65504); "
+                        "save this model in float32"
+                    )
+                value = half
+            tensors[name] = value.clone().contiguous()
         return save(tensors, metadata={FORMAT: json.dumps(self.metadata())})
 
     @classmethod
