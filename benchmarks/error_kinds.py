@@ -1,78 +1,76 @@
-"""What kind of errors a model makes on a held-out set: missed, merged, split, spurious objects.
+"""What kind of error each missed object is: the objects AP@0.5 counts as false negatives, sorted
+into missed (no prediction covers 20 % of it), merged (its best prediction also covers 30 % of
+another true object), split (two or more predictions each cover 20 % of it) and shape (one
+prediction, IoU below 0.5), per group of images by median object area (small < 150 px <= mid
+< 600 px <= large) and background (dark: mean intensity <= 100).
 
-    python benchmarks/error_kinds.py MODEL bench_data/dsb_test [--tta] [OUT.md]
+    python benchmarks/error_kinds.py MODEL IMAGES_DIR LABELS_DIR
 
-Every true object that is not matched at IoU >= 0.5 gets one cause, from the overlaps:
-- *merged*: most of it lies in one predicted object that also holds most of another true object;
-- *split*: two or more predicted objects each cover at least 20 % of it;
-- *missed*: less than half of it is predicted foreground;
-- *bad outline*: the rest (found, one predicted object, but IoU < 0.5).
-Every unmatched predicted object is *spurious* when less than half of it lies on true objects,
-else a by-product of the causes above. Counts are over all images, and per kind of image
-(bright or dark nuclei, see ap_by_type.py).
+Prediction with the model's defaults (tile 512, no object size), as `napari-unet evaluate`.
 """
 
+import collections
 import sys
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ap_by_type import image_kind  # noqa: E402
+from napari_unet._generators import run
+from napari_unet.config import PredictConfig
+from napari_unet.modelfile import UNetModel
+from napari_unet.predict import predict
 
-from napari_unet._generators import run  # noqa: E402
-from napari_unet.config import PredictConfig  # noqa: E402
-from napari_unet.metrics import overlap_counts  # noqa: E402
-from napari_unet.modelfile import UNetModel  # noqa: E402
-from napari_unet.predict import predict  # noqa: E402
+KINDS = ("true", "found", "missed", "merged", "split", "shape")
 
 
-def causes(true: np.ndarray, pred: np.ndarray) -> Counter:
-    inter, area_t, area_p, _, _ = overlap_counts(true, pred)
-    iou = inter / np.maximum(area_t[:, None] + area_p[None, :] - inter, 1)
-    matched_t, matched_p = (iou >= 0.5).any(1), (iou >= 0.5).any(0)
-    share = inter / np.maximum(area_t[:, None], 1)  # of each true object, per predicted object
-    holds = (share >= 0.5).sum(0)  # true objects that each predicted object holds most of
-    out = Counter({"true objects": len(area_t), "matched": int(matched_t.sum()), "predicted objects": len(area_p)})
-    for row in share[~matched_t]:
-        if row.size and row.max() >= 0.5 and holds[row.argmax()] >= 2:
-            out["merged"] += 1
-        elif (row >= 0.2).sum() >= 2:
-            out["split"] += 1
-        elif row.sum() < 0.5:
+def kinds(truth: np.ndarray, pred: np.ndarray) -> dict:
+    n_t, n_p = int(truth.max()) + 1, int(pred.max()) + 1
+    inter = np.bincount(truth.ravel().astype(np.int64) * n_p + pred.ravel(), minlength=n_t * n_p).reshape(n_t, n_p)
+    t_area, p_area = inter.sum(1), inter.sum(0)
+    out = dict.fromkeys(KINDS, 0)
+    for t in range(1, n_t):
+        if t_area[t] == 0:
+            continue
+        out["true"] += 1
+        row = inter[t, 1:]
+        if row.sum() < 0.2 * t_area[t]:
             out["missed"] += 1
+            continue
+        p = 1 + int(np.argmax(row))
+        if inter[t, p] / (t_area[t] + p_area[p] - inter[t, p]) >= 0.5:
+            out["found"] += 1
+        elif any(inter[u, p] > 0.3 * t_area[u] for u in range(1, n_t) if u != t and t_area[u]):
+            out["merged"] += 1
+        elif (row >= 0.2 * t_area[t]).sum() >= 2:
+            out["split"] += 1
         else:
-            out["bad outline"] += 1
-    on_true = inter.sum(0) / np.maximum(area_p, 1)
-    out["spurious"] += int(((~matched_p) & (on_true < 0.5)).sum())
+            out["shape"] += 1
     return out
 
 
-def main(model_path: str, data: str, *rest: str) -> None:
-    tta = "--tta" in rest
-    out_path = next((r for r in rest if not r.startswith("--")), None)
+def main(model_path: str, images: str, labels: str) -> None:
     model = UNetModel.load(model_path)
-    data = Path(data)
-    totals: dict[str, Counter] = defaultdict(Counter)
-    for f in sorted((data / "images").glob("*.tif")):
-        image = tifffile.imread(f)
-        true = tifffile.imread(data / "labels" / f.name)
-        pred = run(predict(model, image, None, PredictConfig(device="cpu", tile=512, tta=tta))).labels
-        c = causes(true, pred)
-        kind, _ = image_kind(image, true)
-        totals["all"] += c
-        totals[kind] += c
-    keys = ["true objects", "matched", "merged", "split", "missed", "bad outline", "predicted objects", "spurious"]
-    lines = ["| images | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for group in sorted(totals, key=lambda g: g != "all"):
-        lines.append(f"| {group} | " + " | ".join(str(totals[group][k]) for k in keys) + " |")
-    text = "\n".join(lines)
-    print(text)
-    if out_path:
-        Path(out_path).write_text(f"python benchmarks/error_kinds.py {model_path} {data} {' '.join(rest)}\n\n{text}\n")
+    groups = collections.defaultdict(collections.Counter)
+    for path in sorted(Path(images).glob("*.tif*")):
+        image, truth = tifffile.imread(path), tifffile.imread(Path(labels) / path.name)
+        areas = np.bincount(truth.ravel())[1:]
+        area = np.median(areas[areas > 0])
+        size = "small" if area < 150 else "mid" if area < 600 else "large"
+        group = f"{'bright' if image.mean() > 100 else 'dark'} background, {size} objects"
+        pred = run(predict(model, image, settings=PredictConfig(device="cpu", tile=512))).labels
+        groups[group].update(kinds(truth, pred))
+        groups[group]["images"] += 1
+    print(f"{model_path} on {images}")
+    print("| images | n | true objects | found (IoU >= 0.5) | missed | merged | split | shape |")
+    print("|---|---|---|---|---|---|---|---|")
+    total = collections.Counter()
+    for group in sorted(groups):
+        total.update(groups[group])
+        g = groups[group]
+        print(f"| {group} | {g['images']} | " + " | ".join(str(g[k]) for k in KINDS) + " |")
+    print(f"| all | {total['images']} | " + " | ".join(str(total[k]) for k in KINDS) + " |")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(*sys.argv[1:4])
