@@ -46,6 +46,8 @@ TRAIN_FLAGS = {
     "--blur": ("blur", float, "augmentation: Gaussian blur of standard deviation up to this (pixels)"),
     "--gamma": ("gamma", float, "augmentation: gamma correction in [1/(1+g), 1+g]"),
     "--tile": ("tile", int, "largest tile core of validation and the model's default"),
+    "--rescale-objects": ("rescale_objects", float, "instance mode, 2D: train on every image resized so that its "
+                          "objects are this many pixels across; prediction then estimates each image's object size"),
 }
 TRAIN_SWITCHES = {
     "--unlabelled-zero": ("unlabelled_zero", "semantic: 0 = not annotated (scribbles), ignored"),

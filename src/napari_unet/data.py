@@ -122,9 +122,16 @@ def prepare(
     sigma: float = 5.0,
     instance_targets: str = "3-class",
     dims: int = 2,
+    rescale_objects: float | None = None,
 ) -> list[Sample]:
     """Check every pair and turn it into samples (one per plane; one per volume for 3D
-    networks, ``dims=3``)."""
+    networks, ``dims=3``).
+
+    ``rescale_objects`` (2D instance labels): each plane is resized so that the median
+    diameter of its objects becomes this many pixels (by a factor in [1/4, 4]), as Cellpose
+    trains at one object size; prediction then estimates each image's object size."""
+    if rescale_objects is not None and (mode != "instance" or dims != 2):
+        raise LabelsError("rescaling training images to one object size needs 2D instance labels")
     samples = []
     spatial = "ZYX" if dims == 3 else "YX"
     for pair in pairs:
@@ -154,6 +161,8 @@ def prepare(
             if not lab.any():
                 continue  # an unannotated plane of a stack teaches nothing
             img = norm.apply(planes.read(i, *full), lo, hi)
+            if rescale_objects is not None:
+                img, lab = rescale_to_object_size(img, lab, rescale_objects)
             targets, weights, distance = make_targets(
                 lab, mode, classes, unlabelled_zero=unlabelled_zero,
                 boundary_width=boundary_width, w0=w0, sigma=sigma, instance_targets=instance_targets,
@@ -163,6 +172,23 @@ def prepare(
     if not samples:
         raise LabelsError("no labelled pixels in any of the training images")
     return samples
+
+
+def rescale_to_object_size(image: np.ndarray, labels: np.ndarray, diameter: float,
+                           limit: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """A (C, H, W) image and its (H, W) instance labels resized so that the median equivalent
+    diameter of the objects is ``diameter`` px (factor clipped to [1/limit, limit]; image
+    bilinear, smoothed when shrinking; labels nearest, ids kept). Unchanged without objects."""
+    from .instances import object_size, resample_labels, resize_channels
+
+    found = object_size([labels]).get("diameter")
+    if not found:
+        return image, labels
+    factor = float(np.clip(diameter / found, 1 / limit, limit))
+    shape = tuple(max(8, int(round(n * factor))) for n in labels.shape)
+    if shape == labels.shape:
+        return image, labels
+    return resize_channels(image, shape), resample_labels(labels, shape)
 
 
 def split_holdout(samples: list[Sample], fraction: float, rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:

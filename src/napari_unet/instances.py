@@ -195,6 +195,25 @@ def object_size(labels: list[np.ndarray]) -> dict:
     return {"area": area, "diameter": float(2 * np.sqrt(area / np.pi)), "objects": int(areas.size)}
 
 
+def resize_channels(block: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """(C, H, W) float block resized to (C, *shape), smoothing first when shrinking."""
+    from skimage.transform import resize
+
+    return np.stack([
+        resize(c.astype(np.float32), shape, order=order, mode="reflect",
+               anti_aliasing=shape[0] < c.shape[0], preserve_range=True).astype(np.float32)
+        for c in block
+    ])
+
+
+def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Instance labels resized to ``shape`` (larger or smaller) by taking the pixel nearest each
+    output pixel's centre: ids are kept, never blended."""
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[np.ix_(rows, cols)]
+
+
 def tune(
     probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict | None = None,
     object_area: float | None = None,

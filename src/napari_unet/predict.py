@@ -18,7 +18,7 @@ from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
 from .config import PredictConfig
 from .devices import release_memory, resolve_device
-from .instances import PostProcessing, close_membranes, drop_small, link_planes
+from .instances import PostProcessing, close_membranes, drop_small, link_planes, resample_labels, resize_channels
 from .modelfile import UNetModel
 from .models import axes_geometry
 from .tiling import TilePlan, TileProgress, decide, per_axis, plan_tiles, predict_tiles
@@ -122,8 +122,19 @@ def predict(
         tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
+    if settings.object_size is None and rescaled_to(model) and labels_out is None and probabilities_out is None:
+        settings = replace(settings, object_size="auto")  # trained at one object size: find this image's
     if settings.object_size is not None and model.config.mode == "instance" and model.dims == 2:
         return (yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size))
+    return (yield from _predict_native(model, image, axes, settings, probabilities, labels_out,
+                                       probabilities_out, min_size))
+
+
+def _predict_native(
+    model: UNetModel, image: Any, axes: str | None, settings: PredictConfig, probabilities: bool,
+    labels_out: Any = None, probabilities_out: Any = None, min_size: int | None = None,
+) -> Generator[TileProgress, None, Prediction]:
+    """:func:`predict` at the image's own scale."""
     start = time.perf_counter()
     planes = image_planes(image, axes, model.config.in_channels, model.dims)
     device = resolve_device(settings.device)
@@ -226,29 +237,16 @@ def trained_diameter(model: UNetModel) -> float | None:
     return (model.training.get("object_size") or {}).get("diameter")
 
 
+def rescaled_to(model: UNetModel) -> float | None:
+    """The object diameter (px) every training image was resized to (``rescale_objects``), or None."""
+    return (model.training.get("object_size") or {}).get("rescaled_to")
+
+
 def median_diameter(labels: np.ndarray) -> float | None:
     """Median equivalent diameter (px) of the objects in an instance labels array."""
     areas = np.bincount(np.asarray(labels).ravel())[1:]
     areas = areas[areas > 0]
     return float(2 * np.sqrt(np.median(areas) / np.pi)) if areas.size else None
-
-
-def _resize(block: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
-    """(C, H, W) float block resized to (C, *shape), smoothing first when shrinking."""
-    from skimage.transform import resize
-
-    return np.stack([
-        resize(c.astype(np.float32), shape, order=order, mode="reflect",
-               anti_aliasing=shape[0] < c.shape[0], preserve_range=True).astype(np.float32)
-        for c in block
-    ])
-
-
-def _shrink_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Instance labels resized down to ``shape`` by taking the pixel nearest each output pixel's centre."""
-    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
-    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
-    return labels[np.ix_(rows, cols)]
 
 
 def _predict_at_object_size(
@@ -259,13 +257,13 @@ def _predict_at_object_size(
     plain = replace(settings, object_size=None)
     trained = trained_diameter(model)
     if trained is None:
-        result = yield from predict(model, image, axes, plain, probabilities, min_size=min_size)
+        result = yield from _predict_native(model, image, axes, plain, probabilities, min_size=min_size)
         result.notes.append("the model file records no object size: predicted without rescaling")
         return result
     notes = []
     diameter = settings.object_size
     if diameter == "auto":
-        first = yield from predict(model, image, axes, plain, probabilities, min_size=min_size)
+        first = yield from _predict_native(model, image, axes, plain, probabilities, min_size=min_size)
         diameter = median_diameter(first.labels)
         if diameter is None or abs(np.log(trained / diameter)) < np.log(1.25):
             found = "no objects found" if diameter is None else f"estimated object size {diameter:.0f} px"
@@ -277,9 +275,9 @@ def _predict_at_object_size(
     planes = image_planes(image, axes, model.config.in_channels)
     full = (slice(None), slice(None))
     small = tuple(max(8, int(round(n * factor))) for n in (planes.height, planes.width))
-    scaled = np.stack([_resize(planes.read(i, *full), small) for i in range(planes.n)])
+    scaled = np.stack([resize_channels(planes.read(i, *full), small) for i in range(planes.n)])
     scaled_axes = "ZCYX" if planes.n > 1 else "CYX"
-    inner = yield from predict(model, scaled if planes.n > 1 else scaled[0], scaled_axes, plain, probabilities=True)
+    inner = yield from _predict_native(model, scaled if planes.n > 1 else scaled[0], scaled_axes, plain, probabilities=True)
     classes = model.config.classes
     probs = np.zeros((classes,) + planes.label_shape, np.float32 if probabilities else np.float16)
     labels = np.zeros(planes.label_shape, labels_dtype(model))
@@ -289,7 +287,7 @@ def _predict_at_object_size(
     next_id = 1
     for i in range(planes.n):
         scaled_p = np.asarray(inner.probabilities[(slice(None), i) if planes.n > 1 else (slice(None),)], np.float32)
-        p = _resize(scaled_p, (planes.height, planes.width))
+        p = resize_channels(scaled_p, (planes.height, planes.width))
         where = planes.label_index(i, *full)
         probs[(slice(None),) + where] = p
         if factor > 1:
@@ -297,7 +295,7 @@ def _predict_at_object_size(
             # objects are apart and the tuned settings hold, then take the labels back to image size
             # (shrinking the probabilities first would blur neighbouring seeds together)
             fine = replace(post, min_size=size).apply(scaled_p)
-            plane_labels = drop_small(_shrink_labels(fine, (planes.height, planes.width)), small_size, next_id)
+            plane_labels = drop_small(resample_labels(fine, (planes.height, planes.width)), small_size, next_id)
         else:
             plane_labels = replace(post, min_size=small_size).apply(p, first_id=next_id)
         labels[where] = plane_labels

@@ -166,6 +166,11 @@ class TrainConfig:
         steps compiled against 4,213 uncompiled (one core each, side by side): augmentation,
         patch sampling and the weight average are not compiled (docs/benchmarks.md, "Round
         10"). Not measured on GPUs.
+    rescale_objects : float or None
+        2D instance mode: resize every training plane so that the median diameter of its
+        objects is this many pixels (as Cellpose trains at one diameter); the model then
+        records it, and prediction estimates each image's object size and rescales to it
+        (``--object-size auto`` by default). None = train at the images' own scale.
     """
 
     mode: str = "instance"
@@ -217,6 +222,7 @@ class TrainConfig:
     compile: bool = False
     norm_low: float = 1.0
     norm_high: float = 99.8
+    rescale_objects: float | None = None
 
     def __post_init__(self) -> None:
         if self.base_width is None:
@@ -262,6 +268,10 @@ class TrainConfig:
                 f"pretrained encoder weights ({self.encoder_weights!r}) exist only for --arch smp "
                 f"encoders; {self.arch!r} starts from random weights (leave --encoder-weights out)"
             )
+        if self.rescale_objects is not None and not self.rescale_objects >= 4:
+            raise ConfigError(f"rescale_objects is an object diameter in pixels (>= 4), got {self.rescale_objects}")
+        if self.rescale_objects is not None and (self.mode != "instance" or self.dims != 2):
+            raise ConfigError("rescale_objects needs instance mode and a 2D network: it brings objects to one size")
         Normalization(self.norm_low, self.norm_high)
         self.model_config(self.classes or 2, 1)  # the model settings are valid too
 
@@ -438,7 +448,7 @@ class Trainer:
                 pairs, config.mode, classes, in_channels, norm_settings,
                 unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
                 w0=config.w0, sigma=config.sigma, instance_targets=config.instance_targets,
-                dims=config.dims,
+                dims=config.dims, rescale_objects=config.rescale_objects,
             )
         except LabelsError as err:
             raise TrainingError(str(err)) from None
@@ -446,6 +456,9 @@ class Trainer:
             self._check_classes_present()
         self.in_channels = in_channels
         self.object_size = object_size([s.labels for s in self.samples]) if config.mode == "instance" else {}
+        if config.rescale_objects is not None and self.object_size:
+            # every plane was brought to this size: prediction estimates each image's size
+            self.object_size["rescaled_to"] = float(config.rescale_objects)
         self.model = build_model(config, classes, in_channels, init)
         self.device = resolve_device(config.device)
         self.prepared = True
