@@ -98,19 +98,93 @@ def test_small_objects_are_segmented_on_the_enlarged_grid(model, monkeypatch):
     truth[((yy - 48) ** 2 + (xx - 53) ** 2 <= 36) & (truth == 0)] = 2
     enlarged = np.stack([(truth > 0).astype(np.float32), ndi.gaussian_filter(boundary_distance(truth), 2)])
     model.postprocessing = PostProcessing(0.5, 0.6, 17, 0.1).to_json()
-    real = P.predict
+    real = P._predict_native  # the network's pass at one scale
 
     def network(m, image, axes, settings, probabilities=False, **kw):
-        if settings.object_size is not None:
-            return (yield from real(m, image, axes, settings, probabilities, **kw))
         assert image.shape[-2:] == (96, 96)  # the 48 px image enlarged twice (objects 10 -> 20 px)
         result = yield from real(m, image, axes, settings, True, **kw)
         result.probabilities = enlarged
         return result
 
-    monkeypatch.setattr(P, "predict", network)
+    monkeypatch.setattr(P, "_predict_native", network)
     image = np.random.default_rng(0).random((48, 48)).astype(np.float32)
     out = run(P.predict(model, image, "YX", PredictConfig(object_size=10)))
     assert out.labels.shape == (48, 48)
     assert len(np.unique(out.labels)) - 1 == 2  # both nuclei, apart
     assert set(np.unique(out.labels[24, 18:30])) >= {1, 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# training at one object size (rescale_objects)
+
+
+def _discs(radius: int, n: int = 4, size: int = 96) -> np.ndarray:
+    lab = np.zeros((size, size), np.int32)
+    yy, xx = np.mgrid[:size, :size]
+    for k in range(n):
+        cy, cx = 20 + (k // 2) * 45, 20 + (k % 2) * 45
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = k + 1
+    return lab
+
+
+@pytest.mark.parametrize("radius, target", [(5, 20.0), (16, 12.0)])
+def test_rescale_to_object_size_brings_objects_to_the_diameter(radius, target):
+    from napari_unet.data import rescale_to_object_size
+
+    lab = _discs(radius)
+    image = np.stack([(lab > 0).astype(np.float32), np.full(lab.shape, 0.5, np.float32)])
+    before_image, before_labels = image.copy(), lab.copy()
+    img2, lab2 = rescale_to_object_size(image, lab, target)
+    assert median_diameter(lab2) == pytest.approx(target, rel=0.1)
+    assert set(np.unique(lab2)) == set(np.unique(lab))  # ids kept, none blended or lost
+    assert img2.shape == (2,) + lab2.shape and img2.dtype == np.float32
+    assert abs(img2[0][lab2 > 0].mean() - 1) < 0.2 and abs(img2[0][lab2 == 0].mean()) < 0.1  # image follows labels
+    np.testing.assert_array_equal(image, before_image)  # the inputs are untouched
+    np.testing.assert_array_equal(lab, before_labels)
+
+
+def test_rescale_factor_is_bounded_and_empty_planes_are_left_alone():
+    from napari_unet.data import rescale_to_object_size
+
+    lab = _discs(2, size=40)  # 4-5 px objects brought to 100 px would be x20: capped at x4
+    img2, lab2 = rescale_to_object_size(lab[None].astype(np.float32), lab, 100.0)
+    assert lab2.shape == (160, 160)
+    empty = np.zeros((30, 30), np.int32)
+    img3, lab3 = rescale_to_object_size(np.zeros((1, 30, 30), np.float32), empty, 20.0)
+    assert lab3 is empty and img3.shape == (1, 30, 30)
+
+
+@pytest.mark.parametrize("values, match", [
+    (dict(mode="semantic", rescale_objects=20), "instance mode"),
+    (dict(mode="instance", rescale_objects=2), "diameter in pixels"),
+    (dict(mode="instance", rescale_objects=20, dims=3), "2D network"),
+])
+def test_rescale_objects_settings_are_checked(values, match):
+    from napari_unet.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**values)
+
+
+def test_training_at_one_object_size_is_recorded_and_prediction_estimates_the_size(nuclei, tmp_path):
+    from napari_unet.data import Pair
+    from napari_unet.training import TrainConfig, Trainer
+
+    image, labels = nuclei
+    pairs = [Pair("a", image[:128], labels[:128]), Pair("b", image[128:], labels[128:])]
+    cfg = TrainConfig(mode="instance", epochs=1, depth=2, base_width=8, patch=48, batch=2,
+                      steps_per_epoch=2, tile=64, rescale_objects=30, device="cpu")
+    trainer = Trainer(pairs, cfg, out=tmp_path / "m.safetensors")
+    trainer.prepare()
+    for s in trainer.samples:  # every plane was brought to 30 px objects
+        assert median_diameter(s.labels) == pytest.approx(30, rel=0.15)
+    run(trainer.run())
+    saved = UNetModel.load(tmp_path / "m.safetensors")
+    assert saved.training["object_size"]["rescaled_to"] == 30.0
+    assert saved.training["object_size"]["diameter"] == pytest.approx(30, rel=0.15)
+    np.testing.assert_array_equal(nuclei[1][:128], labels[:128])  # the user's labels untouched
+    crop = image[:96, :96]
+    plain = run(predict(saved, crop, "YX"))  # no object size given: estimated for this image
+    assert any("learned 30 px" in n for n in plain.notes), plain.notes  # the auto path ran
+    given = run(predict(saved, crop, "YX", PredictConfig(object_size=60)))
+    assert any("rescaled by 0.50" in n for n in given.notes) and given.labels.shape == (96, 96)
