@@ -188,3 +188,27 @@ def test_training_at_one_object_size_is_recorded_and_prediction_estimates_the_si
     assert any("learned 30 px" in n for n in plain.notes), plain.notes  # the auto path ran
     given = run(predict(saved, crop, "YX", PredictConfig(object_size=60)))
     assert any("rescaled by 0.50" in n for n in given.notes) and given.labels.shape == (96, 96)
+
+
+def test_fine_tuning_follows_the_object_size_of_its_starting_model(nuclei):
+    """A fine-tune sees its images at the scale its starting model learned, whatever the
+    settings say: a model trained at 30 px objects is tuned at 30 px, one trained at the
+    images' own scale stays there."""
+    from napari_unet.data import Pair
+    from napari_unet.training import TrainConfig, Trainer
+
+    image, labels = nuclei
+    pairs = [Pair("a", image[:128], labels[:128]), Pair("b", image[128:], labels[128:])]
+    tiny = dict(mode="instance", epochs=1, depth=2, base_width=8, patch=48, batch=2, steps_per_epoch=2,
+                tile=64, device="cpu")
+    start = UNetModel.create(TrainConfig(**tiny).model_config(None, 1), halo=16, tile=64)
+    start.training["object_size"] = {"diameter": 30.0, "area": 707.0, "rescaled_to": 30.0}
+    tuned = Trainer(pairs, TrainConfig(**tiny), init=start)
+    tuned.prepare()
+    assert all(median_diameter(s.labels) == pytest.approx(30, rel=0.15) for s in tuned.samples)
+    assert tuned.object_size["rescaled_to"] == 30.0
+    start.training["object_size"] = {"diameter": 30.0, "area": 707.0}  # learned at its images' own scale
+    native = Trainer(pairs, TrainConfig(rescale_objects=60, **tiny), init=start)
+    native.prepare()
+    assert [s.labels.shape for s in native.samples] == [(128, 256), (128, 256)]
+    assert "rescaled_to" not in native.object_size

@@ -39,6 +39,7 @@ from .evaluation import (
 from .instances import MEMBRANE_SEEDS, grid_for, object_size, tune_steps
 from .modelfile import DEFAULT_TILE, DEFAULT_TILE_3D, UNetModel, round_tiling
 from .models import axes_geometry, encoder_modules, encoder_parameters, network_halo, replace_head
+from .predict import rescaled_to
 from .targets import LabelsError, check_labels, semantic_classes
 
 
@@ -443,12 +444,17 @@ class Trainer:
             classes = self._semantic_classes(pairs, init)
         self.classes = classes
         norm_settings = init.normalization if init is not None else config.normalization
+        # a fine-tune sees its images at the scale its starting model learned
+        rescale = config.rescale_objects if init is None else rescaled_to(init)
+        if rescale is not None and (config.mode != "instance" or config.dims != 2):
+            rescale = None  # a starting model of another kind: refused below with its own message
+        self.rescale_objects = rescale
         try:
             self.samples = prepare(
                 pairs, config.mode, classes, in_channels, norm_settings,
                 unlabelled_zero=config.unlabelled_zero, boundary_width=config.boundary_width,
                 w0=config.w0, sigma=config.sigma, instance_targets=config.instance_targets,
-                dims=config.dims, rescale_objects=config.rescale_objects,
+                dims=config.dims, rescale_objects=rescale,
             )
         except LabelsError as err:
             raise TrainingError(str(err)) from None
@@ -456,9 +462,9 @@ class Trainer:
             self._check_classes_present()
         self.in_channels = in_channels
         self.object_size = object_size([s.labels for s in self.samples]) if config.mode == "instance" else {}
-        if config.rescale_objects is not None and self.object_size:
+        if rescale is not None and self.object_size:
             # every plane was brought to this size: prediction estimates each image's size
-            self.object_size["rescaled_to"] = float(config.rescale_objects)
+            self.object_size["rescaled_to"] = float(rescale)
         self.model = build_model(config, classes, in_channels, init)
         self.device = resolve_device(config.device)
         self.prepared = True
