@@ -212,3 +212,25 @@ def test_fine_tuning_follows_the_object_size_of_its_starting_model(nuclei):
     native.prepare()
     assert [s.labels.shape for s in native.samples] == [(128, 256), (128, 256)]
     assert "rescaled_to" not in native.object_size
+
+
+@pytest.mark.parametrize("size", ["30", "auto"])
+def test_cli_predict_with_object_size_writes_its_labels_and_probabilities(tmp_path, nuclei, size):
+    """`napari-unet predict --object-size` writes what the in-memory prediction gives (it wrote
+    all-zero files before: the rescaled result never reached the output memory maps)."""
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.sample import SAMPLE_MODEL
+
+    image = nuclei[0][:160, :200]
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    assert main(["predict", str(SAMPLE_MODEL), str(tmp_path / "img.tif"), "--out", str(tmp_path / "out"),
+                 "--object-size", size, "--probabilities", "--device", "cpu", "--quiet"]) == 0
+    model = UNetModel.load(SAMPLE_MODEL)
+    given = "auto" if size == "auto" else float(size)
+    want = run(predict(model, image, "YX", PredictConfig(device="cpu", object_size=given), probabilities=True))
+    got = tifffile.imread(tmp_path / "out" / "img.tif")
+    assert want.labels.max() > 5  # a real segmentation
+    np.testing.assert_array_equal(got, want.labels)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "out" / "img_prob.tif"), want.probabilities, atol=1e-6)

@@ -122,12 +122,26 @@ def predict(
         tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
-    if settings.object_size is None and rescaled_to(model) and labels_out is None and probabilities_out is None:
+    if settings.object_size is None and rescaled_to(model):
         settings = replace(settings, object_size="auto")  # trained at one object size: find this image's
     if settings.object_size is not None and model.config.mode == "instance" and model.dims == 2:
-        return (yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size))
+        result = yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size)
+        return _into(result, labels_out, probabilities_out)
     return (yield from _predict_native(model, image, axes, settings, probabilities, labels_out,
                                        probabilities_out, min_size))
+
+
+def _into(result: Prediction, labels_out: Any, probabilities_out: Any) -> Prediction:
+    """The whole-image result written into the caller's preallocated outputs (memory maps)."""
+    for out, name in ((labels_out, "labels"), (probabilities_out, "probabilities")):
+        value = getattr(result, name)
+        if out is None or value is None:
+            continue
+        if tuple(out.shape) != value.shape:
+            raise ValueError(f"{name}_out has shape {tuple(out.shape)}, expected {value.shape}")
+        out[...] = value
+        setattr(result, name, out)
+    return result
 
 
 def _predict_native(
