@@ -82,3 +82,18 @@ def test_predict_widget_passes_tta_and_object_size(make_napari_viewer, nuclei, m
     assert seen["settings"].tta is True and seen["settings"].object_size == "auto", w.status.value
     assert "U-Net labels" in str([l.name for l in viewer.layers]), w.status.value
     assert isinstance(viewer.layers["img U-Net labels"], napari.layers.Labels)
+
+
+def test_object_size_choices_say_that_a_model_trained_at_one_size_estimates_it():
+    from napari_unet._widgets._predict import object_size_choices
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    m = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance",
+                                     instance_targets="distance"), halo=16, tile=64)
+    m.training["object_size"] = {"diameter": 24.0, "area": 452.0}
+    assert object_size_choices(m)[0] == ("as trained (24 px, no rescaling)", "off")
+    m.training["object_size"]["rescaled_to"] = 24.0
+    first = object_size_choices(m)[0]
+    assert first[1] == "off" and "estimated" in first[0]  # predict() estimates the size for such models
+    assert "auto" not in [v for _, v in object_size_choices(m)]  # the same choice is not offered twice

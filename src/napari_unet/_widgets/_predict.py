@@ -56,11 +56,13 @@ OBJECT_SIZES = [("as trained (no rescaling)", "off"), ("auto (estimate)", "auto"
 
 def object_size_choices(model) -> list[tuple[str, object]]:
     """Object diameters for a ComboBox, naming the size the model learned when it is known."""
-    from napari_unet.predict import trained_diameter
+    from napari_unet.predict import rescaled_to, trained_diameter
 
     learned = trained_diameter(model) if model is not None else None
     if learned is None:
         return OBJECT_SIZES
+    if model is not None and rescaled_to(model):  # trained at one size: its default estimates the size
+        return [(f"auto (trained on {rescaled_to(model):.0f} px objects: estimated)", "off")] + OBJECT_SIZES[2:]
     return [(f"as trained ({learned:.0f} px, no rescaling)", "off")] + OBJECT_SIZES[1:]
 
 
