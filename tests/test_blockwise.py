@@ -228,6 +228,11 @@ def test_zarr_output_bad_requests(tmp_path, nuclei, capsys):
     with pytest.raises(BlockwiseError, match="link-z"):
         run(predict_blockwise(UNetModel.load(SAMPLE_MODEL), image, tmp_path / "z.zarr",
                               settings=PredictConfig(device="cpu", link_z=0.25)))
+    one_size = UNetModel.load(SAMPLE_MODEL)
+    one_size.training["object_size"]["rescaled_to"] = 24.0  # trained with --rescale-objects 24
+    with pytest.raises(BlockwiseError, match="rescaled to 24 px"):
+        run(predict_blockwise(one_size, image, tmp_path / "w.zarr", settings=CPU))
+    assert not (tmp_path / "w.zarr").exists()
 
 
 def test_ome_zarr_input_gets_ngff_labels_in_its_container(tmp_path, membranes):

@@ -478,6 +478,12 @@ def predict_blockwise(
     settings = settings or PredictConfig()
     if settings.object_size is not None or settings.link_z is not None:
         raise BlockwiseError("--object-size and --link-z are not available for zarr outputs yet; predict to TIFF")
+    from .predict import rescaled_to
+
+    if rescaled_to(model):
+        raise BlockwiseError(
+            f"this model was trained on objects rescaled to {rescaled_to(model):.0f} px (--rescale-objects) and "
+            f"estimates each image's object size, which zarr outputs do not do yet; predict to TIFF")
     start_time = time.perf_counter()
     if isinstance(image, (str, Path)):
         image = str(image)
