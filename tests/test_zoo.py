@@ -334,3 +334,16 @@ def test_3d_model_package_given_a_2d_image(tmp_path, data_dir, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Z" in err[0], err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_package_documentation_tells_other_tools_the_object_size_a_model_needs():
+    from napari_unet.config import ModelConfig
+    from napari_unet.zoo import _documentation
+
+    m = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance",
+                                     instance_targets="distance"), halo=16, tile=64)
+    m.training["object_size"] = {"diameter": 24.0, "area": 452.0}
+    assert "## Object size" not in _documentation(m, "")  # trained at its images' own scale: nothing to do
+    m.training["object_size"]["rescaled_to"] = 24.0
+    doc = _documentation(m, "")
+    assert "## Object size" in doc and "objects are 24 pixels across" in doc

@@ -209,6 +209,15 @@ def _documentation(model: UNetModel, extra: str) -> str:
             f"{model.postprocessing['membrane_seeds']:g}, and the membranes are the one-pixel lines where the grown "
             f"seeds meet; without it, class 1 is P(class 1) > {model.postprocessing.get('threshold', 0.5):g}.",
         ]
+    size = train.get("object_size") if isinstance(train.get("object_size"), dict) else {}
+    if size.get("rescaled_to"):
+        lines += [
+            "",
+            "## Object size",
+            f"This model was trained on images rescaled so that objects are {size['rescaled_to']:.0f} pixels across "
+            "(median equivalent diameter). Rescale your images the same way before running it in another tool; "
+            "napari-unet estimates each image's object size and rescales it by itself.",
+        ]
     settings = train.get("config", {}) if isinstance(train.get("config"), dict) else {}
     if settings:
         keep = {k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}
