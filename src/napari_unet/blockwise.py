@@ -473,16 +473,14 @@ def predict_blockwise(
     OME-Zarr input the finished labels are also written into its container as NGFF labels
     (``labels/<labels_name>``, with a pyramid and the image's scale), via ome-zarr-py.
     """
-    from .predict import image_planes, tile_plan
+    from .predict import image_planes, rescaled_to, tile_plan
 
     settings = settings or PredictConfig()
     if settings.object_size is not None or settings.link_z is not None:
         raise BlockwiseError("--object-size and --link-z are not available for zarr outputs yet; predict to TIFF")
-    from .predict import rescaled_to
-
-    if rescaled_to(model):
+    if (one_size := rescaled_to(model)):
         raise BlockwiseError(
-            f"this model was trained on objects rescaled to {rescaled_to(model):.0f} px (--rescale-objects) and "
+            f"this model was trained on objects rescaled to {one_size:.0f} px (--rescale-objects) and "
             f"estimates each image's object size, which zarr outputs do not do yet; predict to TIFF")
     start_time = time.perf_counter()
     if isinstance(image, (str, Path)):

@@ -61,8 +61,9 @@ def object_size_choices(model) -> list[tuple[str, object]]:
     learned = trained_diameter(model) if model is not None else None
     if learned is None:
         return OBJECT_SIZES
-    if model is not None and rescaled_to(model):  # trained at one size: its default estimates the size
-        return [(f"auto (trained on {rescaled_to(model):.0f} px objects: estimated)", "off")] + OBJECT_SIZES[2:]
+    one_size = rescaled_to(model) if model is not None else None
+    if one_size:  # trained at one size: its default estimates the size
+        return [(f"auto (trained on {one_size:.0f} px objects: estimated)", "off")] + OBJECT_SIZES[2:]
     return [(f"as trained ({learned:.0f} px, no rescaling)", "off")] + OBJECT_SIZES[1:]
 
 
