@@ -45,6 +45,8 @@ TRAIN_FLAGS = {
     "--invert": ("invert", float, "augmentation: probability of inverting the intensities (brightfield-like)"),
     "--blur": ("blur", float, "augmentation: Gaussian blur of standard deviation up to this (pixels)"),
     "--gamma": ("gamma", float, "augmentation: gamma correction in [1/(1+g), 1+g]"),
+    "--polarity": ("polarity", str, "auto: invert images with a bright background (brightfield, EM) so that the "
+                   "network sees a dark background in every image; as-is: never"),
     "--tile": ("tile", int, "largest tile core of validation and the model's default"),
     "--rescale-objects": ("rescale_objects", float, "instance mode, 2D: train on every image resized so that its "
                           "objects are this many pixels across; prediction then estimates each image's object size"),

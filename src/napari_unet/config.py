@@ -16,6 +16,7 @@ ARCHITECTURES = ("unet", "unet-paper", "smp", "unet3d", "unet3d-paper")
 INSTANCE_TARGETS = ("distance", "3-class")
 MODES = ("semantic", "instance")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+POLARITIES = ("as-is", "auto")
 
 
 class ConfigError(ValueError):
@@ -149,10 +150,16 @@ class Normalization:
     ----------
     low, high : float
         Percentiles mapped to 0 and 1 (default 1 and 99.8).
+    polarity : str
+        ``as-is``: intensities keep their direction. ``auto``: a channel whose median lies in
+        the upper half of its percentile range (a bright background: brightfield, EM, stained
+        tissue) is inverted (``low`` maps to 1 and ``high`` to 0), so that the network sees a
+        dark background in every image. Decided once per image and channel, never per tile.
     """
 
     low: float = 1.0
     high: float = 99.8
+    polarity: str = "as-is"
 
     def __post_init__(self) -> None:
         if not (0 <= self.low < self.high <= 100):
@@ -160,6 +167,7 @@ class Normalization:
                 f"normalisation percentiles must satisfy 0 <= low < high <= 100, "
                 f"got low={self.low}, high={self.high}"
             )
+        _choice("polarity", self.polarity, POLARITIES)
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,14 @@ class NormalizationWarning(UserWarning):
 
 
 def percentiles(planes: Planes, settings: Normalization) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel low and high percentiles over the whole image.
+    """Per-channel values mapped to 0 and 1 by :func:`apply`: the low and high percentiles over
+    the whole image.
 
     When they are equal (sparse fluorescence: most pixels have the background value) the
     channel's minimum and maximum are used instead, and when the channel is flat, a range of
-    1 from its value; both with a :class:`NormalizationWarning`.
+    1 from its value; both with a :class:`NormalizationWarning`. With ``polarity="auto"``, a
+    channel whose median lies above the middle of that range (a bright background) gets them
+    the other way round: high maps to 0 and low to 1, an inverted image.
     """
     sample = _sample(planes)
     check_finite(sample)
@@ -77,11 +80,17 @@ def percentiles(planes: Planes, settings: Normalization) -> tuple[np.ndarray, np
                 NormalizationWarning, stacklevel=2,
             )
             lo[c], hi[c] = low, low + 1
+    if settings.polarity == "auto":
+        bright = np.median(sample, axis=1) > (lo + hi) / 2
+        lo[bright], hi[bright] = hi[bright], lo[bright].copy()
     return lo, hi
 
 
 def apply(block: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Map ``lo`` to 0 and ``hi`` to 1 for a (channels, ...) block; float32 result."""
+    """Map ``lo`` to 0 and ``hi`` to 1 for a (channels, ...) block; float32 result (``hi``
+    below ``lo``: an inverted channel)."""
     shape = (-1,) + (1,) * (block.ndim - 1)
-    scale = np.maximum(hi - lo, MIN_RANGE).reshape(shape)
-    return (block.astype(np.float32) - lo.reshape(shape)) / scale
+    scale = np.asarray(hi, np.float32) - np.asarray(lo, np.float32)
+    tiny = np.abs(scale) < MIN_RANGE
+    scale = np.where(tiny, np.where(scale < 0, -MIN_RANGE, MIN_RANGE), scale).astype(np.float32).reshape(shape)
+    return (block.astype(np.float32) - np.asarray(lo, np.float32).reshape(shape)) / scale

@@ -178,7 +178,11 @@ def _documentation(model: UNetModel, extra: str) -> str:
         f"- architecture `{cfg.arch}`, depth {cfg.depth}, base width {cfg.base_width}, "
         f"batch norm {cfg.batch_norm}" + (f", encoder `{cfg.encoder}`" if cfg.arch == "smp" else ""),
         f"- input: {cfg.in_channels} channel(s), normalised per image and channel with the "
-        f"{model.normalization.low:g} and {model.normalization.high:g} percentiles (`scale_range`)",
+        f"{model.normalization.low:g} and {model.normalization.high:g} percentiles (`scale_range`)"
+        + ("; **images with a bright background (median above the middle of that range) must be inverted "
+           "first** (1 - x after scaling): the network was trained on dark backgrounds only, and the "
+           "bioimage.io preprocessing cannot decide this per image (napari-unet does)"
+           if model.normalization.polarity == "auto" else ""),
         f"- output: {', '.join(cfg.names())} ({cfg.activation})",
         f"- tiling: napari-unet predicts tiles of {model.tile} with a halo of {model.halo} pixels "
         "(overlap-tile, mirrored at the image borders). The package declares the same halo, so "
