@@ -261,7 +261,30 @@ def test_cli_train_errors(folders, capsys):
     rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"), "--out", str(folders / "m"),
                "--optimizer", "lbfgs"])
     assert rc == 1 and "adam, sgd" in capsys.readouterr().err
+    rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"), "--out", str(folders / "m"),
+               "--polarity", "inverted"])
+    assert rc == 1 and "unknown polarity 'inverted'; choose one of: as-is, auto" in capsys.readouterr().err
     assert not (folders / "m").exists()
+
+
+def test_polarity_default_follows_the_mode():
+    assert TrainConfig().normalization.polarity == "auto"  # instance mode: measured, docs/benchmarks.md
+    assert TrainConfig(mode="semantic").normalization.polarity == "as-is"  # not measured there
+    assert TrainConfig(mode="semantic", polarity="auto").normalization.polarity == "auto"
+    assert TrainConfig(polarity="as-is").normalization.polarity == "as-is"
+    with pytest.raises(ConfigError, match="unknown polarity"):
+        TrainConfig(polarity="bright")
+
+
+def test_auto_polarity_travels_with_the_model(data_dir, tmp_path):
+    """A model trained with ``polarity="auto"`` stores it; files written before it existed
+    load as ``as-is`` (their networks never saw an inverted image)."""
+    from napari_unet.sample import SAMPLE_MODEL
+
+    out = tmp_path / "m.safetensors"
+    drive(Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=1, polarity="auto", **TINY), out=out).run())
+    assert UNetModel.load(out).normalization.polarity == "auto"
+    assert UNetModel.load(SAMPLE_MODEL).normalization.polarity == "as-is"
 
 
 # -- time limit, fine-tuning, cancel, frozen encoder: the run's promises ---------------------

@@ -579,7 +579,8 @@ def test_fine_tune_shows_and_locks_the_current_models_network(viewer, monkeypatc
     train.fine_tune.value = True
     assert (train.mode.value, train.arch.value, train.base_width.value) == ("instance", "unet", width)
     assert train.instance_targets.value == bundled.config.instance_targets
-    assert not any(c.enabled for c in (train.mode, train.arch, train.base_width, train.dims))
+    assert train.invert_bright.value is False  # the bundled model learned its images as they are
+    assert not any(c.enabled for c in (train.mode, train.arch, train.base_width, train.dims, train.invert_bright))
     assert f"base width {width}" in train.defaults_note.value
     train.device.value = "cpu"  # the device's default width must not replace the model's
     assert train.base_width.value == width

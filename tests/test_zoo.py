@@ -347,3 +347,13 @@ def test_package_documentation_tells_other_tools_the_object_size_a_model_needs()
     m.training["object_size"]["rescaled_to"] = 24.0
     doc = _documentation(m, "")
     assert "## Object size" in doc and "objects are 24 pixels across" in doc
+
+
+def test_package_documentation_says_when_bright_backgrounds_must_be_inverted():
+    from napari_unet.config import ModelConfig, Normalization
+    from napari_unet.zoo import _documentation
+
+    config = ModelConfig(arch="unet", depth=2, base_width=8, classes=2, mode="instance", instance_targets="distance")
+    assert "must be inverted" not in _documentation(UNetModel.create(config, halo=16, tile=64), "")
+    doc = _documentation(UNetModel.create(config, Normalization(polarity="auto"), halo=16, tile=64), "")
+    assert "bright background" in doc and "must be inverted" in doc
