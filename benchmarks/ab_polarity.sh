@@ -7,7 +7,7 @@
 # Two seeds, 20 minutes each, side by side, each on one core with one torch thread.
 # The default arm is round 12's (r12_base_s{0,1}: same seeds, machine and side-by-side load;
 # nothing in the default training path changed since); only the new arm runs here.
-#   bash benchmarks/ab_polarity.sh [MINUTES]
+#   python benchmarks/bright_subset.py bench_data/dsb_test && bash benchmarks/ab_polarity.sh [MINUTES]
 # Decision rule (fixed before any score was seen): --polarity auto becomes the default if,
 # averaged over the two seeds, AP@0.5 on each run's validation images (dsb_val_s{0,1}; the
 # same images in both arms; each model with its own tuned settings) rises by >= 0.01 and
