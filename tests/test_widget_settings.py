@@ -20,18 +20,17 @@ def test_train_widget_defaults_are_the_cli_defaults(make_napari_viewer):
     for field in ("arch", "instance_targets", "base_width", "epochs", "patch", "batch", "lr", "val_fraction",
                   "time_limit", "mode"):
         assert getattr(widget_config, field) == getattr(cli, field), field
-    assert widget_config.normalization == cli.normalization  # bright backgrounds inverted in instance mode
+    assert widget_config.normalization == cli.normalization  # bright backgrounds kept as they are
     assert "2-core" in w.defaults_note.value
     assert not w.instance_targets.native.isHidden()  # (isHidden: the dock is not shown in tests)
     w.mode.value = "semantic"
-    assert w.instance_targets.native.isHidden() and w.invert_bright.native.isHidden()
-    assert w.config().normalization.polarity == "as-is"  # semantic mode: as the command line
+    assert w.instance_targets.native.isHidden()
     w.time_limit.value = 5
     w.instance_targets.value = "3-class"
     w.mode.value = "instance"
-    w.invert_bright.value = False
+    w.invert_bright.value = True
     cfg = w.config()
-    assert cfg.time_limit == 5 and cfg.instance_targets == "3-class" and cfg.normalization.polarity == "as-is"
+    assert cfg.time_limit == 5 and cfg.instance_targets == "3-class" and cfg.normalization.polarity == "auto"
     assert dataclasses.replace(cfg) == TrainConfig.from_json(cfg.to_json())  # replayable by the CLI
 
 

@@ -573,6 +573,7 @@ def test_fine_tune_shows_and_locks_the_current_models_network(viewer, monkeypatc
     train = TrainWidget(viewer)
     train.mode.value = "semantic"
     train.base_width.value = 8
+    train.invert_bright.value = True
     bundled = UNetModel.load(SAMPLE_MODEL)
     width = bundled.config.base_width
     monkeypatch.setattr(CURRENT, "model", bundled)

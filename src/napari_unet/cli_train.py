@@ -69,8 +69,7 @@ def _defaults() -> dict:
 
 AUTOMATIC = {"base_width": "8 for the padded 2D unet on a CPU that trains in float32 (no native bfloat16), "
                             "else 16: chosen by measurement, see docs/benchmarks.md",
-             "tile": "512; 3D models: 128 in y and x",
-             "polarity": "auto in instance mode, as-is in semantic mode"}
+             "tile": "512; 3D models: 128 in y and x"}
 
 
 def _shown(value, name: str = "") -> str:
