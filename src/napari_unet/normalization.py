@@ -82,7 +82,7 @@ def percentiles(planes: Planes, settings: Normalization) -> tuple[np.ndarray, np
             lo[c], hi[c] = low, low + 1
     if settings.polarity == "auto":
         bright = np.median(sample, axis=1) > (lo + hi) / 2
-        lo[bright], hi[bright] = hi[bright], lo[bright].copy()
+        lo, hi = np.where(bright, hi, lo), np.where(bright, lo, hi)
     return lo, hi
 
 
@@ -90,7 +90,6 @@ def apply(block: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Map ``lo`` to 0 and ``hi`` to 1 for a (channels, ...) block; float32 result (``hi``
     below ``lo``: an inverted channel)."""
     shape = (-1,) + (1,) * (block.ndim - 1)
-    scale = np.asarray(hi, np.float32) - np.asarray(lo, np.float32)
-    tiny = np.abs(scale) < MIN_RANGE
-    scale = np.where(tiny, np.where(scale < 0, -MIN_RANGE, MIN_RANGE), scale).astype(np.float32).reshape(shape)
-    return (block.astype(np.float32) - np.asarray(lo, np.float32).reshape(shape)) / scale
+    scale = hi - lo
+    scale = np.copysign(np.maximum(np.abs(scale), MIN_RANGE), scale).reshape(shape)
+    return (block.astype(np.float32) - lo.reshape(shape)) / scale
