@@ -6,7 +6,8 @@
 # to see what the fine-tuned model forgot).
 #   bash benchmarks/finetune_unseen_type.sh NAME BASE_MINUTES FT_MINUTES [fine-tuning flags...]
 # Needs: python benchmarks/make_unseen_type.py bench_data. BASE=MODEL skips the base training
-# and its zero-shot scores (other fine-tuning settings from the same base).
+# and its zero-shot scores (other fine-tuning settings from the same base). BASE_FLAGS="..."
+# adds flags to the base training only (e.g. --polarity auto; a fine-tune keeps its start's).
 # Writes benchmarks/results/NAME_{base_train.log,ft_train.log,scores.jsonl}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +17,10 @@ R=benchmarks/results
 NU=.venv/bin/napari-unet
 BASE_MODEL=${BASE:-$R/${NAME}_base.safetensors}
 if [[ -z "${BASE:-}" ]]; then
-    { echo "command: napari-unet train --images $B/dsb_train_bright/images --labels $B/dsb_train_bright/labels --out $BASE_MODEL --mode instance --device cpu --time-limit $BASE_MIN"
+    { echo "command: napari-unet train --images $B/dsb_train_nodark/images --labels $B/dsb_train_nodark/labels --out $BASE_MODEL --mode instance --device cpu --time-limit $BASE_MIN ${BASE_FLAGS:-}"
       bash benchmarks/machine.sh; } > $R/${NAME}_base_train.log
-    $NU train --images $B/dsb_train_bright/images --labels $B/dsb_train_bright/labels --out $BASE_MODEL \
-        --mode instance --device cpu --time-limit "$BASE_MIN" --quiet 2>> $R/${NAME}_base_train.log
+    $NU train --images $B/dsb_train_nodark/images --labels $B/dsb_train_nodark/labels --out $BASE_MODEL \
+        --mode instance --device cpu --time-limit "$BASE_MIN" --quiet ${BASE_FLAGS:-} 2>> $R/${NAME}_base_train.log
 fi
 score() { bash benchmarks/eval_sets.sh "$1" $R/${NAME}_scores.jsonl dsb_dark_test dsb_test; }  # model
 : > $R/${NAME}_scores.jsonl

@@ -4,7 +4,7 @@
 
 From the DSB2018 splits of split_data.py, by the kind of each image (ap_by_type.image_kind:
 "dark nuclei" = brightfield and stained tissue, objects darker than the background):
-- ``dsb_train_bright``: the training split without its dark-nuclei images (what the base model
+- ``dsb_train_nodark``: the training split without its dark-nuclei images (what the base model
   learns from; it never sees a dark-nuclei image);
 - ``dsb_dark_tune``: 3 dark-nuclei images of the training split (the user's few annotated images);
 - ``dsb_dark_test``: the dark-nuclei images of the test split (scored; never trained or tuned on).
@@ -32,11 +32,11 @@ def main(bench: str) -> None:
     dark_train, dark_test = dark(train), dark(test)
     names = {f.name for f in dark_train}
     link([f for f in sorted((train / "images").glob("*.tif")) if f.name not in names], train / "labels",
-         bench / "dsb_train_bright")
+         bench / "dsb_train_nodark")
     link(dark_train[:3], train / "labels", bench / "dsb_dark_tune")
     link(dark_test, test / "labels", bench / "dsb_dark_test")
     print(f"dark-nuclei images: {len(dark_train)} in train ({len(dark_train[:3])} to fine-tune on), "
-          f"{len(dark_test)} in test; dsb_train_bright holds the other {len(list((train / 'images').glob('*.tif'))) - len(dark_train)}")
+          f"{len(dark_test)} in test; dsb_train_nodark holds the other {len(list((train / 'images').glob('*.tif'))) - len(dark_train)}")
 
 
 if __name__ == "__main__":
