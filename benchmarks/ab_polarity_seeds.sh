@@ -17,28 +17,11 @@ cd "$(dirname "$0")/.."
 M=${1:-20}
 B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
-val_folder() {  # seed: links to the validation images listed in both arms' model files
-    .venv/bin/python - "$R/r14_asis_s$1.safetensors" "$R/r14_polarity_s$1.safetensors" "$B/dsb_val_s$1" "$B/dsb_train" <<'PY'
-import sys
-from pathlib import Path
-from napari_unet.modelfile import UNetModel
-a, b, out, train = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-names = UNetModel.load(a).training["validation_images"]
-assert sorted(UNetModel.load(b).training["validation_images"]) == sorted(names), "the arms held out different images"
-for kind in ("images", "labels"):
-    (out / kind).mkdir(parents=True, exist_ok=True)
-    for n in names:
-        dst = out / kind / f"{n}.tif"
-        if not dst.exists():
-            dst.symlink_to((train / kind / f"{n}.tif").resolve())
-print(f"{len(names)} validation images in {out}")
-PY
-}
 for s in 2 3; do
     OMP_NUM_THREADS=1 QUICK=1 taskset -c 0 bash benchmarks/accuracy_cpu.sh r14_asis_s$s "$M" --seed $s --polarity as-is > /dev/null &
     OMP_NUM_THREADS=1 QUICK=1 taskset -c 1 bash benchmarks/accuracy_cpu.sh r14_polarity_s$s "$M" --seed $s --polarity auto > /dev/null &
     wait
-    val_folder $s
+    .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$s $B/dsb_train $R/r14_asis_s$s.safetensors $R/r14_polarity_s$s.safetensors
     OMP_NUM_THREADS=1 taskset -c 0 bash benchmarks/eval_sets.sh $R/r14_asis_s$s.safetensors \
         $R/r14_asis_s${s}_eval.jsonl dsb_val_s$s other_decide other_report dsb_test_bright > /dev/null &
     OMP_NUM_THREADS=1 taskset -c 1 bash benchmarks/eval_sets.sh $R/r14_polarity_s$s.safetensors \

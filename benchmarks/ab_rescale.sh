@@ -15,31 +15,13 @@ cd "$(dirname "$0")/.."
 M=${1:-20}
 B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
-val_folder() {  # model, folder: links to the validation images listed in the model file
-    .venv/bin/python - "$1" "$2" "$B/dsb_train" <<'PY'
-import sys
-from pathlib import Path
-from napari_unet.modelfile import UNetModel
-model, out, train = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-names = UNetModel.load(model).training["validation_images"]
-for kind in ("images", "labels"):
-    (out / kind).mkdir(parents=True, exist_ok=True)
-    for n in names:
-        dst = out / kind / f"{n}.tif"
-        if not dst.exists():
-            dst.symlink_to((train / kind / f"{n}.tif").resolve())
-other = UNetModel.load(model.replace("_base_", "_rescale24_")).training["validation_images"]
-assert sorted(other) == sorted(names), "the two arms held out different validation images"
-print(f"{len(names)} validation images in {out}")
-PY
-}
 pair() {  # seed
     OMP_NUM_THREADS=1 QUICK=1 taskset -c 0 bash benchmarks/accuracy_cpu.sh r12_base_s$1 "$M" --seed "$1" > /dev/null &
     OMP_NUM_THREADS=1 QUICK=1 taskset -c 1 bash benchmarks/accuracy_cpu.sh r12_rescale24_s$1 "$M" --seed "$1" --rescale-objects 24 > /dev/null &
     wait
 }
 score() {  # seed
-    val_folder $R/r12_base_s$1.safetensors $B/dsb_val_s$1
+    .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$1 $B/dsb_train $R/r12_base_s$1.safetensors $R/r12_rescale24_s$1.safetensors
     OMP_NUM_THREADS=1 taskset -c 0 bash benchmarks/eval_sets.sh $R/r12_base_s$1.safetensors \
         $R/r12_base_s$1_eval.jsonl dsb_val_s$1 other_decide other_report > /dev/null &
     OMP_NUM_THREADS=1 taskset -c 1 bash benchmarks/eval_sets.sh $R/r12_rescale24_s$1.safetensors \
