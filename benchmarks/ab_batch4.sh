@@ -11,14 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=${1:-20}
+B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 for s in 2 3; do
     OMP_NUM_THREADS=1 QUICK=1 taskset -c $((s - 2)) bash benchmarks/accuracy_cpu.sh r14_batch4_s$s "$M" --seed $s --batch 4 > /dev/null &
 done
 wait
 for s in 2 3; do  # the same held-out images as the baselines
-    .venv/bin/python benchmarks/val_folder.py ${BENCH_DATA:-bench_data}/dsb_val_s$s ${BENCH_DATA:-bench_data}/dsb_train \
-        $R/r14_asis_s$s.safetensors $R/r14_batch4_s$s.safetensors
+    .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$s $B/dsb_train $R/r14_asis_s$s.safetensors $R/r14_batch4_s$s.safetensors
 done
 for s in 2 3; do
     OMP_NUM_THREADS=1 taskset -c $((s - 2)) bash benchmarks/eval_sets.sh $R/r14_batch4_s$s.safetensors \

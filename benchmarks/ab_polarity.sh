@@ -18,20 +18,12 @@ cd "$(dirname "$0")/.."
 M=${1:-20}
 B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
-same_validation() {  # seed: both arms held out the same images
-    .venv/bin/python - "$R/r12_base_s$1.safetensors" "$R/r13_polarity_s$1.safetensors" <<'PY'
-import sys
-from napari_unet.modelfile import UNetModel
-a, b = (sorted(UNetModel.load(f).training["validation_images"]) for f in sys.argv[1:])
-assert a == b, "the two arms held out different validation images"
-print(f"{len(a)} validation images, the same in both arms")
-PY
-}
 OMP_NUM_THREADS=1 QUICK=1 taskset -c 0 bash benchmarks/accuracy_cpu.sh r13_polarity_s0 "$M" --seed 0 --polarity auto > /dev/null &
 OMP_NUM_THREADS=1 QUICK=1 taskset -c 1 bash benchmarks/accuracy_cpu.sh r13_polarity_s1 "$M" --seed 1 --polarity auto > /dev/null &
 wait
-same_validation 0
-same_validation 1
+for s in 0 1; do  # both arms held out the same images
+    .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$s $B/dsb_train $R/r12_base_s$s.safetensors $R/r13_polarity_s$s.safetensors
+done
 for s in 0 1; do
     OMP_NUM_THREADS=1 taskset -c $s bash benchmarks/eval_sets.sh $R/r13_polarity_s$s.safetensors \
         $R/r13_polarity_s${s}_eval.jsonl dsb_val_s$s other_decide other_report dsb_test_bright > /dev/null &

@@ -1,6 +1,7 @@
 """Links to the images of a split whose background is bright (median above the middle of the
 1st-99.8th percentile range: DSB2018's grey brightfield-like images with dark nuclei), with
-their labels, in SRC_bright/{images,labels}; prints how many nuclei they hold.
+their labels, in SRC_bright/{images,labels}; prints how many nuclei they hold. "Bright" is
+what ``train --polarity auto`` inverts: the decision of ``normalization.percentiles``.
 
     python benchmarks/bright_subset.py bench_data/dsb_test [bench_data/dsb_val_s0 ...]
 """
@@ -11,11 +12,14 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from napari_unet.axes import Planes
+from napari_unet.config import Normalization
+from napari_unet.normalization import percentiles
+
 
 def bright(path: Path) -> bool:
-    image = tifffile.imread(path).astype(np.float32)
-    lo, hi = np.percentile(image, (1, 99.8))
-    return float(np.median(image)) > (lo + hi) / 2
+    lo, hi = percentiles(Planes(tifffile.imread(path), "YX"), Normalization(polarity="auto"))
+    return bool(lo[0] > hi[0])  # inverted: the low percentile maps to 1
 
 
 def main(split: str) -> None:

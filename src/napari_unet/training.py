@@ -171,9 +171,8 @@ class TrainConfig:
         ``auto``: every image (channel) with a bright background, its median in the upper half
         of its percentile range, is inverted before the network sees it, in training and in
         prediction (stored in the model's normalisation); ``as-is`` (default): never. Opt-in:
-        on DSB2018 it gained +0.016 AP@0.5 on validation over one baseline and +0.004 over a
-        baseline run in the same session, below the +0.01 that adoption required
-        (docs/benchmarks.md "Round 13").
+        on DSB2018 it gained +0.003 AP@0.5 on validation over four seeds, below the +0.01 that
+        adoption required (docs/benchmarks.md "Round 13" and "Round 14").
     rescale_objects : float or None
         2D instance mode: resize every training plane so that the median diameter of its
         objects is this many pixels (as Cellpose trains at one diameter); the model then
