@@ -216,16 +216,30 @@ def resample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def tune(
     probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict | None = None,
-    object_area: float | None = None,
+    object_area: float | None = None, tolerance: float = 0.0,
 ) -> tuple[PostProcessing, float]:
     """The post-processing with the best AP@0.5 on labelled images (use validation images,
-    never test images). Returns the settings and their AP."""
-    return run(tune_steps(probabilities, labels, grid, object_area))
+    never test images). Returns the settings and their AP.
+
+    ``tolerance``: among the settings whose AP@0.5 is within ``tolerance`` of the best, the
+    one that makes the fewest seeds (highest seed threshold, then highest seed dynamic) is
+    chosen, and the AP returned is its own.
+    """
+    return run(tune_steps(probabilities, labels, grid, object_area, tolerance))
+
+
+def fewest_seeds(scored: list[tuple[float, PostProcessing]], tolerance: float) -> tuple[PostProcessing, float]:
+    """Of (AP, settings) pairs, the settings within ``tolerance`` of the best AP that make the
+    fewest seeds (highest threshold, then highest dynamic; then the higher AP), and their AP."""
+    top = max(a for a, _ in scored)
+    near = [(a, s) for a, s in scored if a >= top - tolerance - 1e-9]
+    a, s = max(near, key=lambda pair: (pair[1].interior_threshold, pair[1].seed_dynamic or 0.0, pair[0]))
+    return s, a
 
 
 def tune_steps(
     probabilities: list[np.ndarray], labels: list[np.ndarray], grid: dict | None = None,
-    object_area: float | None = None,
+    object_area: float | None = None, tolerance: float = 0.0,
 ) -> Generator[tuple[int, int], None, tuple[PostProcessing, float]]:
     """:func:`tune` as a generator: yields (done, total) after each watershed setting, so that
     a caller (the widget's worker) can cancel between them."""
@@ -234,6 +248,7 @@ def tune_steps(
     if grid is None:
         grid = grid_for(probabilities[0].shape[0] if probabilities else 3, object_area)
     best, best_ap = PostProcessing(), -1.0
+    scored: list[tuple[float, PostProcessing]] = []
     settings = list(itertools.product(grid["interior_threshold"], grid["foreground_threshold"],
                                       grid.get("seed_dynamic", (None,))))
     computed: dict = {}  # h-maxima per image and dynamic: the thresholds do not change them
@@ -247,9 +262,12 @@ def tune_steps(
         for min_size in grid["min_size"]:
             counts = [match_counts(lab, drop_small(seg, min_size), (0.5,)) for seg, lab in zip(segmented, labels)]
             ap = summarize_matches(counts)["ap@0.5"]
+            scored.append((ap, PostProcessing(seed, fg, int(min_size), dynamic)))
             if ap > best_ap + 1e-9:
-                best, best_ap = PostProcessing(seed, fg, int(min_size), dynamic), ap
+                best, best_ap = scored[-1][1], ap
         yield done, len(settings)
+    if tolerance > 0 and scored:
+        return fewest_seeds(scored, tolerance)
     return best, best_ap
 
 
