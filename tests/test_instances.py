@@ -94,6 +94,46 @@ def test_tuning_picks_the_best_postprocessing():
     assert ap == 1.0 and best == PostProcessing(0.5, 0.5, 15)
 
 
+def test_near_ties_go_to_the_settings_with_the_fewest_seeds():
+    from napari_unet.instances import PostProcessing, fewest_seeds
+
+    scored = [
+        (0.80, PostProcessing(0.4, 0.6, 17, 0.1)),
+        (0.798, PostProcessing(0.5, 0.6, 17, 0.1)),
+        (0.797, PostProcessing(0.5, 0.6, 30, 0.2)),
+        (0.79, PostProcessing(0.6, 0.6, 17, 0.2)),  # fewer seeds still, but not a near-tie
+    ]
+    assert fewest_seeds(scored, 0.005) == (PostProcessing(0.5, 0.6, 30, 0.2), 0.797)
+    assert fewest_seeds(scored, 0.0) == (PostProcessing(0.4, 0.6, 17, 0.1), 0.80)
+    # same seed rule: the higher AP of the two
+    tie = [(0.70, PostProcessing(0.5, 0.5, 15, 0.1)), (0.702, PostProcessing(0.5, 0.6, 15, 0.1))]
+    assert fewest_seeds(tie, 0.01) == (PostProcessing(0.5, 0.6, 15, 0.1), 0.702)
+
+
+def test_tuning_with_a_tolerance_prefers_fewer_seeds_only_on_a_near_tie():
+    from napari_unet.instances import tune
+
+    def nucleus(p, truth, y, x, r, peak, i):
+        yy, xx = np.mgrid[0:p.shape[1], 0:p.shape[2]]
+        inside = np.hypot(yy - y, xx - x) < r
+        truth[inside] = i
+        p[0][inside] = 1
+        p[1][inside] = peak * (1 - np.hypot(yy - y, xx - x)[inside] / r)
+
+    grid = {"interior_threshold": (0.3, 0.5), "foreground_threshold": (0.5,), "min_size": (1,),
+            "seed_dynamic": (0.05,)}
+    truth = np.zeros((60, 60), np.int32)
+    p = np.zeros((2, 60, 60), np.float32)
+    nucleus(p, truth, 15, 15, 10, 1.0, 1)
+    nucleus(p, truth, 40, 40, 10, 1.0, 2)
+    assert tune([p], [truth], grid)[0].interior_threshold == 0.3  # a tie: the first one
+    post, ap = tune([p], [truth], grid, tolerance=0.005)
+    assert post.interior_threshold == 0.5 and ap == 1.0
+    nucleus(p, truth, 15, 45, 8, 0.4, 3)  # a faint nucleus that only the low threshold seeds
+    post, ap = tune([p], [truth], grid, tolerance=0.005)
+    assert post.interior_threshold == 0.3 and ap == 1.0
+
+
 def test_touching_objects_separated_from_distance_targets(nuclei):
     """Distance representation: the targets of real touching nuclei, turned back into
     instances, give the same objects (the distance dips to 0 where two nuclei touch)."""

@@ -309,6 +309,22 @@ def test_time_limit_covers_the_whole_run_including_tuning(data_dir, monkeypatch)
     assert trainer.model.postprocessing  # tuned, not skipped
 
 
+def test_tuning_at_the_end_of_training_prefers_fewer_seeds_on_near_ties(data_dir, tmp_path, monkeypatch):
+    """The settings stored in the model are the fewest-seeds choice among the near-ties
+    (``instances.NEAR_TIE``), not the first best (docs/benchmarks.md, round 15)."""
+    from napari_unet import instances
+
+    calls = []
+    real = instances.fewest_seeds
+    monkeypatch.setattr(instances, "fewest_seeds", lambda scored, tol: calls.append((scored, tol)) or real(scored, tol))
+    trainer = Trainer(nuclei_pairs(data_dir), TrainConfig(mode="instance", epochs=1, **TINY), out=tmp_path / "m.safetensors")
+    drive(trainer.run())
+    assert len(calls) == 1 and calls[0][1] == instances.NEAR_TIE > 0
+    chosen, ap = real(*calls[0])
+    saved = UNetModel.load(tmp_path / "m.safetensors").postprocessing
+    assert {k: saved[k] for k in chosen.to_json()} == chosen.to_json() and saved["validation_ap@0.5"] == ap
+
+
 def test_validation_budget_of_a_time_limited_run_leaves_room_for_the_tuning(data_dir, monkeypatch):
     """With a time limit, the steps between validations grow so that validating and the
     tuning at the end stay within --val-budget: the more the tuning costs, the longer the

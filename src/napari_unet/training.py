@@ -36,7 +36,7 @@ from .evaluation import (
     score_probabilities,
     tune_membranes_steps,
 )
-from .instances import MEMBRANE_SEEDS, grid_for, object_size, tune_steps
+from .instances import MEMBRANE_SEEDS, NEAR_TIE, grid_for, object_size, tune_steps
 from .modelfile import DEFAULT_TILE, DEFAULT_TILE_3D, UNetModel, round_tiling
 from .models import axes_geometry, encoder_modules, encoder_parameters, network_halo, replace_head
 from .predict import rescaled_to
@@ -1113,7 +1113,8 @@ class _Fit:
         else:
             labels = [s.labels for s in self.val_subset]
             post, ap = yield from self._tuning(
-                tune_steps(self._best_probs, labels, object_area=self.object_size.get("area")))
+                tune_steps(self._best_probs, labels, object_area=self.object_size.get("area"),
+                           tolerance=NEAR_TIE))
             self.model.postprocessing = {**post.to_json(), "validation_ap@0.5": ap}
         if self.saved:
             self._save(history, best_epoch, metrics)
