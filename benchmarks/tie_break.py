@@ -21,12 +21,13 @@ for seed thresholds 0.4 and 0.5 were seen before the rule was written. 0.01 is r
 """
 
 import sys
+from types import SimpleNamespace
 
-import numpy as np
 
 from napari_unet.instances import grid_for, tune
 from napari_unet.metrics import match_counts, summarize_matches
 from napari_unet.modelfile import UNetModel
+from napari_unet.training import densest_window
 
 sys.path.insert(0, "benchmarks")
 from watershed_study import load  # noqa: E402
@@ -36,19 +37,8 @@ N, CROP = 48, 256  # TrainConfig.val_images, val_crop
 
 def window(labels, size=CROP):
     """training.densest_window for a plane: the window with the most foreground pixels."""
-    h, w = labels.shape
-    wh, ww = min(size, h), min(size, w)
-    if (wh, ww) == (h, w):
-        return slice(0, h), slice(0, w)
-    total = np.zeros((h + 1, w + 1), np.int64)
-    total[1:, 1:] = (labels > 0).cumsum(0).cumsum(1)
-    stride = max(1, size // 8)
-    ys = np.unique(np.r_[np.arange(0, h - wh + 1, stride), h - wh])
-    xs = np.unique(np.r_[np.arange(0, w - ww + 1, stride), w - ww])
-    y0, x0 = ys[:, None], xs[None, :]
-    counts = total[y0 + wh, x0 + ww] - total[y0, x0 + ww] - total[y0 + wh, x0] + total[y0, x0]
-    i, j = np.unravel_index(int(np.argmax(counts)), counts.shape)
-    return slice(int(ys[i]), int(ys[i]) + wh), slice(int(xs[j]), int(xs[j]) + ww)
+    plane = SimpleNamespace(shape=labels.shape, labelled_pixels=lambda: labels > 0)
+    return densest_window(plane, size)
 
 
 def subset(names, probs, truths):
