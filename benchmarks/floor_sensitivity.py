@@ -11,7 +11,7 @@ from napari_unet.instances import PostProcessing
 from napari_unet.modelfile import UNetModel
 
 sys.path.insert(0, "benchmarks")
-from watershed_study import ap, load  # noqa: E402
+from watershed_study import load, post_ap  # noqa: E402
 
 
 def main(model_path, tag):
@@ -21,7 +21,7 @@ def main(model_path, tag):
         row = []
         for floor in (0.3, 0.4, 0.5, 0.6):
             post = PostProcessing(floor, stored.foreground_threshold, stored.min_size, stored.seed_dynamic)
-            row.append(f"{floor}:{ap([post.apply(p) for p in probs], truths):.4f}")
+            row.append(f"{floor}:{post_ap(post, probs, truths):.4f}")
         print(tag, part, stored, " ".join(row), flush=True)
 
 

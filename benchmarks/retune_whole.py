@@ -12,15 +12,11 @@ import sys
 import time
 
 from napari_unet.instances import PostProcessing, grid_for, tune
-from napari_unet.metrics import match_counts, summarize_matches
 from napari_unet.modelfile import UNetModel
 
 sys.path.insert(0, "benchmarks")
-from watershed_study import load  # noqa: E402
+from watershed_study import load, post_ap as ap  # noqa: E402
 
-
-def ap(post, probs, truths):
-    return summarize_matches([match_counts(t, post.apply(p), (0.5,)) for p, t in zip(probs, truths)])["ap@0.5"]
 
 
 def main(model_path, val, *others):

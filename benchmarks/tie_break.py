@@ -25,12 +25,11 @@ from types import SimpleNamespace
 
 
 from napari_unet.instances import grid_for, tune
-from napari_unet.metrics import match_counts, summarize_matches
 from napari_unet.modelfile import UNetModel
 from napari_unet.training import densest_window
 
 sys.path.insert(0, "benchmarks")
-from watershed_study import load  # noqa: E402
+from watershed_study import load, post_ap as ap  # noqa: E402
 
 N, CROP = 48, 256  # TrainConfig.val_images, val_crop
 
@@ -58,9 +57,6 @@ def subset(names, probs, truths):
     return [chosen[i][0] for i in sorted(chosen)], [chosen[i][1] for i in sorted(chosen)]
 
 
-def ap(post, probs, truths):
-    return summarize_matches([match_counts(t, post.apply(p), (0.5,)) for p, t in zip(probs, truths)])["ap@0.5"]
-
 
 def main(model_path, tag):
     model = UNetModel.load(model_path)
@@ -70,7 +66,7 @@ def main(model_path, tag):
     vp, vt = subset(names, [by_name[n][0] for n in names], [by_name[n][1] for n in names])
     grid = grid_for(2, model.training.get("object_size", {}).get("area"))
     print(f"{tag}: stored {model.postprocessing}; simulated subset {len(vp)} windows", flush=True)
-    sets = {s: load(f"bench_data/probs/{tag}_{s}.npz") for s in ("val", "test", "other_decide", "other_report")}
+    sets = {"val": (p, t), **{s: load(f"bench_data/probs/{tag}_{s}.npz") for s in ("test", "other_decide", "other_report")}}
     for tol in (0.0, 0.005, 0.01):
         post, a = tune(vp, vt, grid, tolerance=tol)
         scores = " ".join(f"{s} {ap(post, *sets[s]):.4f}" for s in sets)

@@ -18,10 +18,9 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from napari_unet.instances import drop_small, merge_enclosed
-from napari_unet.metrics import match_counts, summarize_matches
 
 sys.path.insert(0, "benchmarks")
-from seed_oracle import deepest_pixels as deepest  # noqa: E402
+from seed_oracle import ap, deepest_pixels as deepest  # noqa: E402
 
 
 def load(path):
@@ -30,8 +29,9 @@ def load(path):
     return [data[f"p/{n}"].astype(np.float32) for n in names], [data[f"t/{n}"] for n in names]
 
 
-def ap(preds, truths, th=0.5):
-    return summarize_matches([match_counts(t, p, (th,)) for p, t in zip(preds, truths)])[f"ap@{th}"]
+def post_ap(post, probs, truths):
+    """AP@0.5 of post-processing settings applied to cached probabilities."""
+    return ap([post.apply(p) for p in probs], truths)
 
 
 def height_of(p, kind, fg_t):
