@@ -264,19 +264,35 @@ def kfold(samples: list[Sample], k: int, rng: np.random.Generator) -> list[tuple
     ]
 
 
+SAMPLE_BY = ("area", "objects")
+
+
+def sampling_weights(samples: list[Sample], by: str = "area") -> np.ndarray:
+    """How often each sample is drawn (sums to 1): by its area (pixels), or by its number of
+    objects (instance labels: every object equally likely to be trained on, as pooled AP counts
+    every object once; a sample without objects counts as one)."""
+    if by == "area":
+        w = np.array([s.size for s in samples], np.float64)
+    elif by == "objects":
+        w = np.array([max(1, np.unique(s.labels[s.labels > 0]).size) for s in samples], np.float64)
+    else:
+        raise ValueError(f"unknown sampling {by!r}; choose one of: {', '.join(SAMPLE_BY)}")
+    return w / w.sum()
+
+
 class PatchSampler:
     """Random patches with mirrored borders; half of them centred on foreground pixels.
-    ``size`` is one side for all axes, or one per axis ((z, y, x) for volumes)."""
+    ``size`` is one side for all axes, or one per axis ((z, y, x) for volumes); samples are
+    drawn as :func:`sampling_weights` ``by`` says."""
 
     def __init__(self, samples: list[Sample], size: int | tuple[int, ...], rng: np.random.Generator,
-                 foreground: float = 0.5) -> None:
+                 foreground: float = 0.5, by: str = "area") -> None:
         self.samples = samples
         ndim = len(samples[0].shape)
         self.size = tuple(size) if isinstance(size, (tuple, list)) else (size,) * ndim
         self.rng = rng
         self.foreground = foreground
-        area = np.array([s.size for s in samples], np.float64)
-        self.p = area / area.sum()
+        self.p = sampling_weights(samples, by)
 
     def patch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image (C, *size), targets (*size), maps (K, *size)) of one random patch."""

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .augment import Augmentation, augment
 from .config import ConfigError, ModelConfig, Normalization, from_dict, to_dict
-from .data import Pair, PatchSampler, Sample, kfold, prepare, split_holdout
+from .data import SAMPLE_BY, Pair, PatchSampler, Sample, kfold, prepare, split_holdout
 from .devices import (DeviceError, autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, memory_format,
                       release_memory, resolve_device)
 from .evaluation import (
@@ -178,6 +178,11 @@ class TrainConfig:
         objects is this many pixels (as Cellpose trains at one diameter); the model then
         records it, and prediction estimates each image's object size and rescales to it
         (``--object-size auto`` by default). None = train at the images' own scale.
+    sample_by : str
+        How often each training image (plane, volume) gives a patch: ``area`` (in proportion
+        to its pixels) or, instance mode only, ``objects`` (in proportion to its number of
+        objects, so that images of many small nuclei are seen as often as their share of
+        the objects).
     """
 
     mode: str = "instance"
@@ -231,6 +236,7 @@ class TrainConfig:
     norm_high: float = 99.8
     polarity: str = "as-is"
     rescale_objects: float | None = None
+    sample_by: str = "area"
 
     def __post_init__(self) -> None:
         if self.base_width is None:
@@ -276,6 +282,11 @@ class TrainConfig:
                 f"pretrained encoder weights ({self.encoder_weights!r}) exist only for --arch smp "
                 f"encoders; {self.arch!r} starts from random weights (leave --encoder-weights out)"
             )
+        if self.sample_by not in SAMPLE_BY:
+            raise ConfigError(f"unknown sample_by {self.sample_by!r}; choose one of: {', '.join(SAMPLE_BY)}")
+        if self.sample_by == "objects" and self.mode != "instance":
+            raise ConfigError("sample_by 'objects' needs instance labels (object ids); semantic labels are "
+                              "sampled by area")
         if self.rescale_objects is not None and not self.rescale_objects >= 4:
             raise ConfigError(f"rescale_objects is an object diameter in pixels (>= 4), got {self.rescale_objects}")
         if self.rescale_objects is not None and (self.mode != "instance" or self.dims != 2):
@@ -902,7 +913,7 @@ class _Fit:
         scaler = torch.amp.GradScaler(
             "cuda", enabled=config.mixed_precision and autocast_dtype(device) == torch.float16)
         generator = torch.Generator().manual_seed(config.seed)
-        sampler = PatchSampler(self.train, self.in_patch, self.rng)
+        sampler = PatchSampler(self.train, self.in_patch, self.rng, by=config.sample_by)
         val_batches = self._validation_batches()
         start = self.started or clock()
         history = list(model.history)
