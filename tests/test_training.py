@@ -482,6 +482,66 @@ def test_scribble_patches_are_centred_on_every_painted_class():
     assert _foreground(dense).tolist() == [5]  # dense labels: objects/classes only
 
 
+def _sample_with_objects(n_objects, side):
+    from napari_unet.data import Sample, _foreground
+
+    labels = np.zeros((side, side), np.int32)
+    for i in range(n_objects):
+        labels[2 + 4 * i: 4 + 4 * i, 2:4] = i + 1
+    targets = (labels > 0).astype(np.int16)
+    return Sample(f"{n_objects}@{side}", np.zeros((1, side, side), np.float32), labels, targets,
+                  np.ones((side, side), np.float32), _foreground(targets))
+
+
+def test_patches_are_drawn_by_area_or_by_objects():
+    from napari_unet.data import PatchSampler, sampling_weights
+
+    few_big, many_small, empty = _sample_with_objects(1, 64), _sample_with_objects(6, 32), _sample_with_objects(0, 32)
+    samples = [few_big, many_small, empty]
+    np.testing.assert_allclose(sampling_weights(samples, "area"), [4 / 6, 1 / 6, 1 / 6])
+    # by objects: every object equally likely; a sample without objects still counts as one
+    np.testing.assert_allclose(sampling_weights(samples, "objects"), [1 / 8, 6 / 8, 1 / 8])
+    with pytest.raises(ValueError, match="unknown sampling 'pixels'"):
+        sampling_weights(samples, "pixels")
+    # the sampler draws as the weights say (seeded: the same draws on every run)
+    for by, expected in (("area", 4 / 6), ("objects", 1 / 8)):
+        sampler = PatchSampler(samples, 16, np.random.default_rng(0), by=by)
+        drawn = [sampler.samples[sampler.rng.choice(3, p=sampler.p)] is few_big for _ in range(600)]
+        assert abs(np.mean(drawn) - expected) < 0.06
+
+
+def test_sampling_by_objects_is_opt_in_and_needs_instance_labels(folders, capsys):
+    assert TrainConfig().sample_by == "area"
+    assert TrainConfig(sample_by="objects").sample_by == "objects"
+    with pytest.raises(ConfigError, match="needs instance labels"):
+        TrainConfig(mode="semantic", sample_by="objects")
+    rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"),
+               "--out", str(folders / "m"), "--sample-by", "nuclei"])
+    assert rc == 1 and "unknown sample_by 'nuclei'; choose one of: area, objects" in capsys.readouterr().err
+
+
+def test_training_draws_its_patches_as_sample_by_says(data_dir, monkeypatch):
+    from napari_unet import data
+
+    seen = []
+    original = data.PatchSampler.__init__
+
+    def spy(self, samples, *args, **kwargs):
+        original(self, samples, *args, **kwargs)
+        seen.append((samples, self.p))
+
+    monkeypatch.setattr(data.PatchSampler, "__init__", spy)
+    pairs = nuclei_pairs(data_dir)
+    pairs = pairs + [Pair("crop", pairs[0].image[:96, :96], pairs[0].labels[:96, :96])]
+    config = TrainConfig(mode="instance", epochs=1, device="cpu", sample_by="objects", val_fraction=0.34, **TINY)
+    drive(Trainer(pairs, config).run())
+    (train, p), = [(samples, p) for samples, p in seen if len(samples) == 2]  # the training sampler
+    objects = np.array([np.unique(s.labels[s.labels > 0]).size for s in train], float)
+    areas = np.array([s.size for s in train], float)
+    np.testing.assert_allclose(p, objects / objects.sum())
+    assert not np.allclose(p, areas / areas.sum())  # not what drawing by area gives
+
+
 def test_validation_subset_is_fixed_and_spread():
     from napari_unet.training import validation_subset
 
