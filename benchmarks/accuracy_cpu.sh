@@ -31,7 +31,7 @@ ev() {  # label, data folder, extra flags
 import json, sys
 label, seconds, d = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 keys = ["ap@0.5", "ap@0.6", "ap@0.7", "ap@0.8", "ap@0.9", "precision@0.5", "recall@0.5", "f1@0.5"]
-print(json.dumps({"set": label, "seconds": seconds, "images": d["images"], **{k: round(d[k], 4) for k in keys}}))
+print(json.dumps({"set": label, "seconds": seconds, "images": d["images"], **{k: None if d[k] is None else round(d[k], 4) for k in keys}}))
 PY
 }
 [[ -n "${SKIP_TRAIN:-}" ]] || : > $R/${NAME}_eval.jsonl

@@ -19,7 +19,7 @@ import json, sys
 model, name, flags, t0, t1, d = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), json.loads(sys.argv[6])
 keys = ["ap@0.5", "ap@0.6", "ap@0.7", "ap@0.8", "ap@0.9", "precision@0.5", "recall@0.5", "f1@0.5"]
 print(json.dumps({"model": model, "set": name, "flags": flags, "seconds": round(t1 - t0, 1), "images": d["images"],
-                  **{k: round(d[k], 4) for k in keys}}))
+                  **{k: None if d[k] is None else round(d[k], 4) for k in keys}}))
 PY
     tail -1 "$OUT"
 done

@@ -20,7 +20,7 @@ t0=$(date +%s)
 import json, sys
 d = json.load(sys.stdin)
 keys = ['ap@0.5', 'ap@0.6', 'ap@0.7', 'ap@0.8', 'ap@0.9', 'precision@0.5', 'recall@0.5', 'f1@0.5']
-print(json.dumps({'set': 'dsb_test', 'seconds': $(date +%s) - $t0, 'images': d['images'], **{k: round(d[k], 4) for k in keys}}))
+print(json.dumps({'set': 'dsb_test', 'seconds': $(date +%s) - $t0, 'images': d['images'], **{k: None if d[k] is None else round(d[k], 4) for k in keys}}))
 " > $R/${NAME}_eval.jsonl
 .venv/bin/python benchmarks/dev_score.py $R/$NAME.safetensors $B/dsb_train/images $B/dsb_train/labels >> $R/${NAME}_eval.jsonl
 cat $R/${NAME}_eval.jsonl

@@ -501,6 +501,8 @@ def test_patches_are_drawn_by_area_or_by_objects():
     np.testing.assert_allclose(sampling_weights(samples, "area"), [4 / 6, 1 / 6, 1 / 6])
     # by objects: every object equally likely; a sample without objects still counts as one
     np.testing.assert_allclose(sampling_weights(samples, "objects"), [1 / 8, 6 / 8, 1 / 8])
+    both = np.sqrt([1 * 64 * 64, 6 * 32 * 32, 1 * 32 * 32])  # geometric mean of objects and area
+    np.testing.assert_allclose(sampling_weights(samples, "both"), both / both.sum())
     with pytest.raises(ValueError, match="unknown sampling 'pixels'"):
         sampling_weights(samples, "pixels")
     # the sampler draws as the weights say (seeded: the same draws on every run)
@@ -513,11 +515,12 @@ def test_patches_are_drawn_by_area_or_by_objects():
 def test_sampling_by_objects_is_opt_in_and_needs_instance_labels(folders, capsys):
     assert TrainConfig().sample_by == "area"
     assert TrainConfig(sample_by="objects").sample_by == "objects"
-    with pytest.raises(ConfigError, match="needs instance labels"):
-        TrainConfig(mode="semantic", sample_by="objects")
+    for by in ("objects", "both"):
+        with pytest.raises(ConfigError, match="needs instance labels"):
+            TrainConfig(mode="semantic", sample_by=by)
     rc = main(["train", "--images", str(folders / "images"), "--labels", str(folders / "labels"),
                "--out", str(folders / "m"), "--sample-by", "nuclei"])
-    assert rc == 1 and "unknown sample_by 'nuclei'; choose one of: area, objects" in capsys.readouterr().err
+    assert rc == 1 and "unknown sample_by 'nuclei'; choose one of: area, objects, both" in capsys.readouterr().err
 
 
 def test_training_draws_its_patches_as_sample_by_says(data_dir, monkeypatch):

@@ -50,8 +50,8 @@ TRAIN_FLAGS = {
     "--tile": ("tile", int, "largest tile core of validation and the model's default"),
     "--rescale-objects": ("rescale_objects", float, "instance mode, 2D: train on every image resized so that its "
                           "objects are this many pixels across; prediction then estimates each image's object size"),
-    "--sample-by": ("sample_by", str, "how often each training image gives a patch: area (its pixels) or objects "
-                    "(instance mode: its number of objects)"),
+    "--sample-by": ("sample_by", str, "how often each training image gives a patch: area (its pixels), objects "
+                    "(instance mode: its number of objects) or both (their geometric mean)"),
 }
 TRAIN_SWITCHES = {
     "--unlabelled-zero": ("unlabelled_zero", "semantic: 0 = not annotated (scribbles), ignored"),

@@ -264,19 +264,24 @@ def kfold(samples: list[Sample], k: int, rng: np.random.Generator) -> list[tuple
     ]
 
 
-SAMPLE_BY = ("area", "objects")
+SAMPLE_BY = ("area", "objects", "both")
 
 
 def sampling_weights(samples: list[Sample], by: str = "area") -> np.ndarray:
-    """How often each sample is drawn (sums to 1): by its area (pixels), or by its number of
+    """How often each sample is drawn (sums to 1): by its area (pixels); by its number of
     objects (instance labels: every object equally likely to be trained on, as pooled AP counts
-    every object once; a sample without objects counts as one)."""
-    if by == "area":
-        w = np.array([s.size for s in samples], np.float64)
-    elif by == "objects":
-        w = np.array([max(1, np.unique(s.labels[s.labels > 0]).size) for s in samples], np.float64)
-    else:
+    every object once; a sample without objects counts as one); or ``both``, the geometric mean
+    of the two (images of many small objects drawn more often than by area, large images with
+    few objects less often, but not as rarely as by objects)."""
+    if by not in SAMPLE_BY:
         raise ValueError(f"unknown sampling {by!r}; choose one of: {', '.join(SAMPLE_BY)}")
+    area = np.array([s.size for s in samples], np.float64)
+    if by == "area":
+        w = area
+    else:
+        w = np.array([max(1, np.unique(s.labels[s.labels > 0]).size) for s in samples], np.float64)
+        if by == "both":
+            w = np.sqrt(w * area)
     return w / w.sum()
 
 

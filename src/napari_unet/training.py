@@ -182,7 +182,7 @@ class TrainConfig:
         How often each training image (plane, volume) gives a patch: ``area`` (in proportion
         to its pixels) or, instance mode only, ``objects`` (in proportion to its number of
         objects, so that images of many small nuclei are seen as often as their share of
-        the objects).
+        the objects) or ``both`` (the geometric mean of the two).
     """
 
     mode: str = "instance"
@@ -284,9 +284,9 @@ class TrainConfig:
             )
         if self.sample_by not in SAMPLE_BY:
             raise ConfigError(f"unknown sample_by {self.sample_by!r}; choose one of: {', '.join(SAMPLE_BY)}")
-        if self.sample_by == "objects" and self.mode != "instance":
-            raise ConfigError("sample_by 'objects' needs instance labels (object ids); semantic labels are "
-                              "sampled by area")
+        if self.sample_by != "area" and self.mode != "instance":
+            raise ConfigError(f"sample_by {self.sample_by!r} needs instance labels (object ids); semantic labels "
+                              "are sampled by area")
         if self.rescale_objects is not None and not self.rescale_objects >= 4:
             raise ConfigError(f"rescale_objects is an object diameter in pixels (>= 4), got {self.rescale_objects}")
         if self.rescale_objects is not None and (self.mode != "instance" or self.dims != 2):
