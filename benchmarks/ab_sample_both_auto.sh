@@ -26,8 +26,7 @@ for s in 6 7; do
 done
 wait
 for s in 6 7; do
-    OMP_NUM_THREADS=1 taskset -c $((s - 6)) bash benchmarks/eval_sets.sh $R/r16_both_auto_s$s.safetensors \
-        $R/r16_both_auto_s${s}_eval.jsonl dsb_val_s$s other_decide other_report dsb_test_bright > /dev/null &
+    bash benchmarks/ab_eval.sh r16_both_auto_s$s $s $((s - 6)) &
 done
 wait
 .venv/bin/python benchmarks/ab_table.py r16_area_s6 r16_objects_s6 r16_both_s6 r16_both_auto_s6 \

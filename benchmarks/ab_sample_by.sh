@@ -22,10 +22,8 @@ for s in 6 7; do
     OMP_NUM_THREADS=1 QUICK=1 taskset -c 1 bash benchmarks/accuracy_cpu.sh r16_objects_s$s "$M" --seed $s --sample-by objects > /dev/null &
     wait
     .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$s $B/dsb_train $R/r16_area_s$s.safetensors $R/r16_objects_s$s.safetensors
-    OMP_NUM_THREADS=1 taskset -c 0 bash benchmarks/eval_sets.sh $R/r16_area_s$s.safetensors \
-        $R/r16_area_s${s}_eval.jsonl dsb_val_s$s other_decide other_report dsb_test_bright > /dev/null &
-    OMP_NUM_THREADS=1 taskset -c 1 bash benchmarks/eval_sets.sh $R/r16_objects_s$s.safetensors \
-        $R/r16_objects_s${s}_eval.jsonl dsb_val_s$s other_decide other_report dsb_test_bright > /dev/null &
+    bash benchmarks/ab_eval.sh r16_area_s$s $s 0 &
+    bash benchmarks/ab_eval.sh r16_objects_s$s $s 1 &
     wait
 done
 .venv/bin/python benchmarks/ab_table.py r16_area_s6 r16_objects_s6 r16_area_s7 r16_objects_s7 > $R/ab_sample_by_r16.md
