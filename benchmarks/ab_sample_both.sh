@@ -16,7 +16,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=${1:-20}
-B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 for s in 6 7; do
     OMP_NUM_THREADS=1 QUICK=1 taskset -c $((s - 6)) bash benchmarks/accuracy_cpu.sh r16_both_s$s "$M" --seed $s --sample-by both > /dev/null &

@@ -8,6 +8,7 @@ Needs bench_data/probs/TAG_PART.npz (benchmarks/cache_probabilities.py MODEL FOL
 """
 
 import sys
+from dataclasses import replace
 
 from napari_unet.instances import PostProcessing
 from napari_unet.modelfile import UNetModel
@@ -29,7 +30,7 @@ def main(args):
             probs, truths = load(f"bench_data/probs/{tag}_{part}.npz")
             row = [f"{post_ap(stored, probs, truths):.4f}"]
             for floor, dynamic in SEEDS:
-                post = PostProcessing(floor, stored.foreground_threshold, stored.min_size, dynamic)
+                post = replace(stored, interior_threshold=floor, seed_dynamic=dynamic)
                 row.append(f"{post_ap(post, probs, truths):.4f}")
             print(tag, part, f"({stored.interior_threshold}/{stored.seed_dynamic}/fg{stored.foreground_threshold}/"
                   f"min{stored.min_size})", " ".join(row), flush=True)

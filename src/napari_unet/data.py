@@ -275,13 +275,10 @@ def sampling_weights(samples: list[Sample], by: str = "area") -> np.ndarray:
     few objects less often, but not as rarely as by objects)."""
     if by not in SAMPLE_BY:
         raise ValueError(f"unknown sampling {by!r}; choose one of: {', '.join(SAMPLE_BY)}")
-    area = np.array([s.size for s in samples], np.float64)
-    if by == "area":
-        w = area
-    else:
-        w = np.array([max(1, np.unique(s.labels[s.labels > 0]).size) for s in samples], np.float64)
-        if by == "both":
-            w = np.sqrt(w * area)
+    w = np.array([s.size for s in samples], np.float64)  # area
+    if by != "area":
+        objects = np.array([max(1, np.unique(s.labels[s.labels > 0]).size) for s in samples], np.float64)
+        w = objects if by == "objects" else np.sqrt(objects * w)
     return w / w.sum()
 
 
