@@ -317,3 +317,25 @@ def test_3d_instances_in_blocks_give_the_same_nuclei_as_in_memory(tmp_path, data
     assert whole.max() >= 8  # real nuclei, not noise or one blob
     assert _objects(blocks) == _objects(whole)
     assert result.objects == len(np.unique(blocks)) - 1
+
+
+def test_instance_settings_reach_the_blocks_and_belong_to_the_job(tmp_path, nuclei, capsys):
+    """Seed threshold, dynamic and minimum size given for a zarr output separate the blocks'
+    objects as in memory; a store started with other settings is not resumed with these."""
+    model = UNetModel.load(SAMPLE_MODEL)
+    crop = nuclei[0][:128, :192]
+    own = PredictConfig(device="cpu", tile=64)
+    mine = PredictConfig(device="cpu", tile=64, seed_threshold=0.8, seed_dynamic=0.0, min_size=40)
+    default = run(predict(model, crop, settings=own)).labels
+    whole = run(predict(model, crop, settings=mine)).labels
+    assert _objects(whole) != _objects(default)  # the settings change the objects
+    image = tmp_path / "dsb.tif"
+    tifffile.imwrite(image, crop)
+    out = tmp_path / "o.zarr"
+    argv = ["predict", str(SAMPLE_MODEL), str(image), "--out", str(out), "--block", "64", "--context", "32",
+            "--tile", "64", "--device", "cpu", "--quiet"]
+    assert main(argv + ["--seed-threshold", "0.8", "--seed-dynamic", "0", "--min-size", "40"]) == 0
+    assert _objects(zarr.open_group(str(out))["labels"][:]) == _objects(whole)
+    capsys.readouterr()
+    assert main(argv + ["--seed-threshold", "0.7", "--seed-dynamic", "0", "--min-size", "40"]) == 1
+    assert "differs in: settings" in capsys.readouterr().err

@@ -146,3 +146,59 @@ def test_demo_segments_the_bundled_sample_well(tmp_path, capsys):
     labels = tifffile.imread(tmp_path / "nuclei.tif")
     truth = tifffile.imread(SAMPLE_LABELS)
     assert instance_metrics(truth, labels, (0.5,))["ap@0.5"] > 0.85  # measured 0.92
+
+
+def test_instance_settings_replace_the_models_own_in_predict_and_evaluate(tmp_path, capsys):
+    """--seed-threshold, --seed-dynamic, --foreground-threshold and --min-size replace the
+    model's tuned post-processing, exactly as the core applies them to the probabilities;
+    evaluate scores with them and says which settings its figures hold for."""
+    import dataclasses
+    import json
+
+    from napari_unet.instances import PostProcessing
+    from napari_unet.sample import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_MODEL
+
+    for folder in ("img", "lab"):
+        (tmp_path / folder).mkdir()
+    tifffile.imwrite(tmp_path / "img" / "n.tif", tifffile.imread(SAMPLE_IMAGE)[:192, :256])
+    tifffile.imwrite(tmp_path / "lab" / "n.tif", tifffile.imread(SAMPLE_LABELS)[:192, :256])
+    base = ["predict", str(SAMPLE_MODEL), str(tmp_path / "img" / "n.tif"), "--device", "cpu", "--quiet", "--probabilities"]
+    flags = ["--seed-threshold", "0.8", "--seed-dynamic", "0", "--foreground-threshold", "0.7", "--min-size", "40"]
+    assert main(base + ["--out", str(tmp_path / "own")]) == 0
+    assert main(base + ["--out", str(tmp_path / "mine")] + flags) == 0
+    probs = tifffile.imread(tmp_path / "mine" / "n_prob.tif")
+    assert np.array_equal(probs, tifffile.imread(tmp_path / "own" / "n_prob.tif"))  # the network is the same
+    own_post = PostProcessing.from_json(UNetModel.load(SAMPLE_MODEL).postprocessing, 2)
+    mine_post = dataclasses.replace(own_post, interior_threshold=0.8, seed_dynamic=0.0, foreground_threshold=0.7,
+                                    min_size=40)
+    own, mine = (tifffile.imread(tmp_path / d / "n.tif") for d in ("own", "mine"))
+    assert np.array_equal(own, own_post.apply(probs)) and np.array_equal(mine, mine_post.apply(probs))
+    assert 0 < mine.max() < own.max()  # higher seeds and size: fewer objects
+
+    capsys.readouterr()
+    ev = ["evaluate", str(SAMPLE_MODEL), "--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"),
+          "--device", "cpu", "--quiet"]
+    assert main(ev) == 0
+    own_summary = json.loads(capsys.readouterr().out)
+    assert main(ev + flags) == 0
+    mine_summary = json.loads(capsys.readouterr().out)
+    assert own_summary["postprocessing"] == own_post.to_json()
+    assert mine_summary["postprocessing"] == mine_post.to_json()
+    assert mine_summary["ap@0.5"] != own_summary["ap@0.5"]
+
+
+def test_instance_settings_are_checked_and_refused_for_semantic_models(model_path, images, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["predict", str(model_path), str(images), "--out", str(out), "--seed-threshold", "0.5", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "seed threshold" in err and "instance models" in err and "semantic" in err
+    assert not out.exists()  # refused before any output
+    from napari_unet.sample import SAMPLE_MODEL
+
+    for flag, value, says in (("--seed-threshold", "1.5", "seed threshold must be a number in (0, 1)"),
+                              ("--seed-dynamic", "-0.1", "seed dynamic must be a number in [0, 1)"),
+                              ("--foreground-threshold", "0", "foreground threshold must be a number in (0, 1)"),
+                              ("--min-size", "-3", "min size must be a whole number")):
+        assert main(["predict", str(SAMPLE_MODEL), str(images), "--out", str(out), flag, value, "--quiet"]) == 1
+        assert says in capsys.readouterr().err, flag
+        assert not out.exists()

@@ -99,3 +99,57 @@ def test_object_size_choices_say_that_a_model_trained_at_one_size_estimates_it()
     first = object_size_choices(m)[0]
     assert first[1] == "off" and "estimated" in first[0]  # predict() estimates the size for such models
     assert "auto" not in [v for _, v in object_size_choices(m)]  # the same choice is not offered twice
+
+
+def test_predict_widget_separates_objects_with_the_settings_chosen_as_the_cli_does(make_napari_viewer, nuclei,
+                                                                                   monkeypatch, qtbot, load, tmp_path):
+    """The instance settings are hidden until asked for, name the model's own values, and give
+    the same Labels as the core (and so the command line) with the same settings."""
+    from napari_unet._generators import run
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._predict import MODELS
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.config import PredictConfig
+    from napari_unet.modelfile import load_model
+    from napari_unet.predict import predict
+    from napari_unet.sample import SAMPLE_MODEL
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    viewer = make_napari_viewer()
+    crop = nuclei[0][:96, :96]
+    viewer.add_image(crop, name="img")
+    w = PredictWidget(viewer)
+    w.image.value = viewer.layers["img"]
+    w.device.value = "cpu"
+    assert not w.adjust_objects.native.isHidden()  # the bundled model is an instance model
+    assert all(box.native.isHidden() for box in w.post.values())  # until asked for
+    w.adjust_objects.value = True
+    assert not any(box.native.isHidden() for box in w.post.values())
+    names = {n: box.native.itemText(0) for n, box in w.post.items()}
+    assert names == {"seed_threshold": "the model's (0.5)", "seed_dynamic": "the model's (0.2)",
+                     "foreground_threshold": "the model's (0.6)", "min_size": "the model's (17 px)"}
+    assert all(box.value == MODELS for box in w.post.values())
+    w.post["seed_threshold"].value = 0.8
+    w.post["seed_dynamic"].value = 0.0  # off: one object per region above the threshold
+    w.post["min_size"].value = 50
+    w.run()
+    qtbot.waitUntil(lambda: w.job is not None and not w.job.running, timeout=120_000)
+    chosen = PredictConfig(device="cpu", seed_threshold=0.8, seed_dynamic=0.0, min_size=50)
+    own = run(predict(load_model(SAMPLE_MODEL), crop, settings=PredictConfig(device="cpu"))).labels
+    expected = run(predict(load_model(SAMPLE_MODEL), crop, settings=chosen)).labels
+    got = viewer.layers["img U-Net labels"].data
+    assert np.array_equal(got, expected), w.status.value
+    assert not np.array_equal(got, own)
+    w.adjust_objects.value = False  # hidden again: the model's own settings
+    assert w.postprocessing_settings(w.model()) == {}
+    w.adjust_objects.value = True
+    assert w.postprocessing_settings(w.model()) == {"seed_threshold": 0.8, "seed_dynamic": 0.0, "min_size": 50}
+    from napari_unet._widgets._predict import FILE
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    path = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4), tile=32).save(tmp_path / "sem.safetensors")
+    w.source.value = FILE
+    w.model_file.value = path
+    assert w.adjust_objects.native.isHidden() and all(box.native.isHidden() for box in w.post.values())
+    assert w.postprocessing_settings(w.model()) == {}  # a semantic model has no objects to separate

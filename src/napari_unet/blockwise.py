@@ -33,7 +33,7 @@ import math
 import os
 import time
 from collections.abc import Generator, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,6 @@ import numpy as np
 
 from . import normalization as norm
 from .config import PredictConfig
-from .instances import PostProcessing
 from .io import is_zarr, open_image
 from .modelfile import UNetModel
 from .tiling import TileProgress, predict_tiles
@@ -72,7 +71,6 @@ class Job:
     block: tuple[int, ...]
     context: tuple[int, ...]
     model_key: str  # sha256 of the model file's bytes
-    min_size: int | None = None
     probabilities: bool = False  # keep the class probabilities (float32) in the store
 
 
@@ -322,9 +320,9 @@ def pass_b(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
     # float32 in the labels' layout (--probabilities), else the float16 scratch copy
     source = root["probabilities"] if job.probabilities else root["scratch/probabilities"]
     counts, done = root["scratch/counts"], root["scratch/done_b"]
-    post = PostProcessing.from_json(model.postprocessing, model.config.classes)
-    if job.min_size is not None:
-        post = replace(post, min_size=job.min_size)
+    from .predict import instance_postprocessing
+
+    post = instance_postprocessing(model, job.settings)
     for b in ids:
         i, start = w.blocks[b]
         core = _core(start, job.block, plan.shape)
@@ -395,7 +393,7 @@ def _signature(job: Job, shape: tuple, dtype: str) -> dict:
         "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
         "image": job.image if job.image.startswith("<array") else str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
         "dtype": dtype, "settings": _settings_signature(json.loads(json.dumps(asdict(job.settings)))),
-        "block": list(job.block), "context": list(job.context), "min_size": job.min_size,
+        "block": list(job.block), "context": list(job.context),
         "probabilities": job.probabilities,
     }
 
@@ -458,7 +456,6 @@ def predict_blockwise(
     context: int | tuple[int, ...] | None = None,
     level: int | None = None,
     client: Any = None,
-    min_size: int | None = None,
     labels_name: str = "napari-unet",
     probabilities: bool = False,
 ) -> Generator[TileProgress, None, BlockResult]:
@@ -473,9 +470,10 @@ def predict_blockwise(
     OME-Zarr input the finished labels are also written into its container as NGFF labels
     (``labels/<labels_name>``, with a pyramid and the image's scale), via ome-zarr-py.
     """
-    from .predict import image_planes, rescaled_to, tile_plan
+    from .predict import image_planes, instance_postprocessing, rescaled_to, tile_plan
 
     settings = settings or PredictConfig()
+    instance_postprocessing(model, settings)  # instance settings for a semantic model: refused first
     if settings.object_size is not None or settings.link_z is not None:
         raise BlockwiseError("--object-size and --link-z are not available for zarr outputs yet; predict to TIFF")
     if (one_size := rescaled_to(model)):
@@ -507,7 +505,7 @@ def predict_blockwise(
     data = model.to_bytes()
     job = Job(image=image, level=level, axes=planes.axes, out=str(out), settings=settings, block=blocks_px,
               context=tuple(int(x) for x in ctx) if model.config.mode == "instance" else (0,) * plan.ndim,
-              model_key=hashlib.sha256(data).hexdigest(), min_size=min_size, probabilities=bool(probabilities))
+              model_key=hashlib.sha256(data).hexdigest(), probabilities=bool(probabilities))
     n_blocks = planes.n * len(_grid(plan.shape, blocks_px))
     yield TileProgress(done=0, total=n_blocks, batch=settings.batch, message="normalising")
     lo, hi = norm.percentiles(planes, model.normalization)

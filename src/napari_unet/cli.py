@@ -85,15 +85,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .io import expand_inputs, open_image, read_pixel_size, tiff_memmap
     from .modelfile import load_model
-    from .predict import image_planes, labels_dtype, predict
+    from .predict import image_planes, instance_postprocessing, labels_dtype, predict
 
     halo = None if args.halo in (None, "auto") else _int_arg("--halo", args.halo)
     tile = None if args.tile is None else _int_arg("--tile", args.tile)
     settings = PredictConfig(
         tile=tile, halo=halo, batch=args.batch, device=args.device, mixed_precision=not args.fp32,
         tta=args.tta, object_size=object_size_arg(args.object_size), link_z=args.link_z,
+        **postprocessing_args(args),
     )
     model = load_model(args.model, trust_code=args.trust_code)
+    instance_postprocessing(model, settings)  # instance settings for a semantic model: refused before any output
     if str(args.out).rstrip("/").lower().endswith(".zarr"):
         return _predict_zarr(args, model, settings)
     if args.workers or args.scheduler or args.level is not None:
@@ -125,7 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if prob_out is not None:
                     gen_kwargs = {"probabilities": True, "probabilities_out": prob_out}
                 gen = predict(
-                    model, image, planes.axes, settings, labels_out=labels_out, min_size=args.min_size, **gen_kwargs
+                    model, image, planes.axes, settings, labels_out=labels_out, **gen_kwargs
                 )
                 result = _drive(gen, f"{src.name}", args.quiet)
         for note in result.notes:
@@ -153,7 +155,7 @@ def _predict_zarr(args: argparse.Namespace, model, settings) -> int:
         if args.workers or args.scheduler:
             client = start_client(args.workers, args.scheduler)
         gen = predict_blockwise(model, args.inputs[0], args.out, args.axes, settings, block=block, context=context,
-                                level=args.level, client=client, min_size=args.min_size,
+                                level=args.level, client=client,
                                 labels_name=args.labels_name, probabilities=args.probabilities)
         result = _drive(gen, Path(args.inputs[0]).name, args.quiet)
     except BlockwiseError as err:
@@ -193,6 +195,26 @@ def _drive(gen, desc: str, quiet: bool):
     finally:
         if bar is not None:
             bar.close()
+
+
+def add_postprocessing_flags(p: argparse.ArgumentParser) -> None:
+    """The instance post-processing flags of ``predict`` and ``evaluate``: each one left out
+    keeps the model's own setting (PredictConfig has their meaning)."""
+    g = p.add_argument_group("instance models: how probabilities become objects (default: the model's own "
+                             "settings, tuned on its validation images; nuclei from another lab may want others)")
+    g.add_argument("--seed-threshold", type=float, metavar="0-1",
+                   help="height a seed must exceed (P(interior), or the scaled distance): higher = fewer, surer objects")
+    g.add_argument("--seed-dynamic", type=float, metavar="0-1",
+                   help="depth of the valley needed between two maxima to make two objects: higher = fewer splits; "
+                        "0 = one object per connected region above --seed-threshold")
+    g.add_argument("--foreground-threshold", type=float, metavar="0-1",
+                   help="probability of foreground an object grows into: higher = tighter outlines")
+    g.add_argument("--min-size", type=int, metavar="PX", help="smallest object kept, in pixels (voxels for 3D models)")
+
+
+def postprocessing_args(args: argparse.Namespace) -> dict:
+    """PredictConfig keywords of the flags of :func:`add_postprocessing_flags`."""
+    return {name: getattr(args, name) for name in ("seed_threshold", "seed_dynamic", "foreground_threshold", "min_size")}
 
 
 def object_size_arg(value: str | None) -> float | str | None:
@@ -317,7 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write <name>_prob.tif (float32, one channel per class; stacks as ZCYX); "
                         "with a zarr output, the store's 'probabilities' array (classes first)")
     p.add_argument("--axes", help="axes of the input, e.g. YX, ZYX, TYX, CYX, YXC (default: guessed)")
-    p.add_argument("--min-size", type=int, help="instance models: smallest object kept in pixels (default: the model's)")
     p.add_argument("--fp32", action="store_true", help="GPU: no mixed precision (float32 throughout)")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the probabilities of the 8 flips and rotations (8x slower)")
@@ -328,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance models: typical object diameter in this image (pixels), or 'auto' to estimate "
                         "it; the image is rescaled to the object size the model learned")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_postprocessing_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p.add_argument("--block", help="zarr output: block size in pixels, or Z,Y,X (rounded to whole tiles; default 1024, "

@@ -110,11 +110,13 @@ def add_commands(sub) -> None:
     p.add_argument("--link-z", type=float, metavar="IOU", help="2D instance models on Z stacks: link objects through z")
     p.add_argument("--batch", type=int, help="tiles per forward pass (default: 1 on the CPU, 4 on a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--min-size", type=int, help="instance models: smallest object kept (default: the model's)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average the 8 flips/rotations (8x slower)")
     p.add_argument("--object-size", metavar="PX|auto", help="instance models: object diameter in these images, or 'auto'")
     p.add_argument("--unlabelled-zero", action="store_true", help="semantic: 0 in the labels = not annotated")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .cli import add_postprocessing_flags
+
+    add_postprocessing_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -267,21 +269,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import PredictConfig
     from .data import pairs_from_folders
     from .modelfile import load_model
-    from .predict import predict, run
+    from .predict import instance_postprocessing, predict, run
     from .evaluation import evaluate_pairs
 
     model = load_model(args.model, trust_code=args.trust_code)
     pairs = pairs_from_folders(args.images, args.labels)
-    from .cli import object_size_arg
-
-    from .cli import _int_arg
+    from .cli import _int_arg, object_size_arg, postprocessing_args
 
     settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
                              device=args.device, tta=args.tta, object_size=object_size_arg(args.object_size),
-                             link_z=args.link_z)
+                             link_z=args.link_z, **postprocessing_args(args))
+
+    instance_postprocessing(model, settings)  # instance settings for a semantic model: refused before any work
 
     def predict_fn(image, axes):
-        return run(predict(model, image, axes, settings, min_size=args.min_size)).labels
+        return run(predict(model, image, axes, settings)).labels
 
     gen = evaluate_pairs(model, pairs, predict_fn, unlabelled_zero=args.unlabelled_zero)
     bar = tqdm(total=len(pairs), file=sys.stderr, disable=args.quiet, leave=False, unit="image")
@@ -300,6 +302,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = _clean(summary)
     summary["images"] = len(pairs)
     summary["mode"] = model.config.mode
+    if model.config.mode == "instance":  # the settings these figures hold for, the model's or the flags'
+        summary["postprocessing"] = instance_postprocessing(model, settings).to_json()
     if args.report:
         from . import report
 

@@ -203,6 +203,16 @@ class PredictConfig:
         Instance models predicting a Z stack plane by plane (2D models): objects of
         consecutive planes whose overlap (IoU) exceeds this get one id through z, like
         Cellpose's stitch threshold (e.g. 0.25); None = every plane has its own ids.
+    seed_threshold, seed_dynamic, foreground_threshold, min_size : optional
+        Instance models: how probabilities become objects; None = the model's own, tuned on
+        its validation images when it was trained. ``seed_threshold`` (0-1): the height
+        (P(interior), or the scaled boundary distance) a seed must exceed; higher = fewer,
+        surer objects. ``seed_dynamic`` (0-1): how deep the valley between two maxima must be
+        for them to seed two objects; higher = fewer splits, 0 = a seed per connected region
+        above the threshold. ``foreground_threshold`` (0-1): how far objects grow; higher =
+        tighter outlines. ``min_size``: smallest object kept, in pixels (voxels for 3D models).
+        Nuclei from another lab than the model's training images may want other values, as
+        with Cellpose's and StarDist's thresholds (docs/benchmarks.md, round 17).
     """
 
     tile: int | tuple[int, ...] | None = None
@@ -213,8 +223,28 @@ class PredictConfig:
     tta: bool = False
     object_size: float | str | None = None
     link_z: float | None = None
+    seed_threshold: float | None = None
+    seed_dynamic: float | None = None
+    foreground_threshold: float | None = None
+    min_size: int | None = None
+
+    def postprocessing_overrides(self) -> dict:
+        """The instance post-processing settings given here (the rest stay the model's), named
+        as in :class:`~napari_unet.instances.PostProcessing`."""
+        given = {"interior_threshold": self.seed_threshold, "seed_dynamic": self.seed_dynamic,
+                 "foreground_threshold": self.foreground_threshold, "min_size": self.min_size}
+        return {k: v for k, v in given.items() if v is not None}
 
     def __post_init__(self) -> None:
+        for name, low_open in (("seed_threshold", True), ("seed_dynamic", False), ("foreground_threshold", True)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                  or not (0 < v < 1 if low_open else 0 <= v < 1)):
+                interval = "(0, 1)" if low_open else "[0, 1) (0 = a seed per region above the threshold)"
+                raise ConfigError(f"{name.replace('_', ' ')} must be a number in {interval}, got {v!r}")
+        if self.min_size is not None and (isinstance(self.min_size, bool) or not isinstance(self.min_size, int)
+                                          or self.min_size < 0):
+            raise ConfigError(f"min size must be a whole number of pixels >= 0, got {self.min_size!r}")
         if self.link_z is not None and (isinstance(self.link_z, bool) or not isinstance(self.link_z, (int, float))
                                         or not 0 <= self.link_z < 1):
             raise ConfigError(f"link_z must be an IoU threshold in [0, 1), got {self.link_z!r}")

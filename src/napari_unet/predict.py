@@ -16,7 +16,7 @@ import numpy as np
 from . import normalization as norm
 from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
-from .config import PredictConfig
+from .config import ConfigError, PredictConfig
 from .devices import release_memory, resolve_device
 from .instances import PostProcessing, close_membranes, drop_small, link_planes, resample_labels, resize_channels
 from .modelfile import UNetModel
@@ -85,6 +85,20 @@ def semantic_classes(model: UNetModel, probabilities: np.ndarray) -> np.ndarray:
     return decide(probabilities, semantic_threshold(model))
 
 
+def instance_postprocessing(model: UNetModel, settings: PredictConfig) -> PostProcessing:
+    """How an instance model's probabilities become objects: the model's stored settings
+    (tuned on its validation images), with what ``settings`` gives instead. Refuses
+    instance settings for a semantic model, which has no objects to separate."""
+    overrides = settings.postprocessing_overrides()
+    if model.config.mode != "instance":
+        if overrides:
+            names = ", ".join(k.replace("interior", "seed").replace("_", " ") for k in overrides)
+            raise ConfigError(f"{names}: settings of instance models, and this model is {model.config.mode} "
+                              f"({model.config.classes} classes); leave them out")
+        return PostProcessing()
+    return replace(PostProcessing.from_json(model.postprocessing, model.config.classes), **overrides)
+
+
 def labels_dtype(model: UNetModel) -> np.dtype:
     if model.config.mode == "instance":
         return np.dtype(np.int32)
@@ -99,7 +113,6 @@ def predict(
     probabilities: bool = False,
     labels_out: Any = None,
     probabilities_out: Any = None,
-    min_size: int | None = None,
 ) -> Generator[TileProgress, None, Prediction]:
     """Overlap-tile prediction of ``image`` (numpy, memory map, dask or zarr array).
 
@@ -112,23 +125,22 @@ def predict(
     axes : str, optional
         Axis letters (``YX``, ``ZYX``, ``TYX``, ``CYX``, ``YXC``, ...); guessed when omitted.
     settings : PredictConfig, optional
-        Tile, halo, batch and device.
+        Tile, halo, batch and device; for instance models, also the object size and any
+        post-processing setting (seed threshold and dynamic, foreground threshold, minimum
+        size) that should replace the model's own.
     probabilities : bool
         Also return per-class probabilities (float32, whole image: memory heavy for big images).
     labels_out, probabilities_out : array-like, optional
         Preallocated outputs (e.g. memory maps) to write into tile by tile.
-    min_size : int, optional
-        Instance mode: smallest object kept, in pixels (default: the model's post-processing,
-        tuned on validation images when it was trained).
     """
     settings = settings or PredictConfig()
+    instance_postprocessing(model, settings)  # instance settings for a semantic model: refused before any work
     if settings.object_size is None and rescaled_to(model):
         settings = replace(settings, object_size="auto")  # trained at one object size: find this image's
     if settings.object_size is not None and model.config.mode == "instance" and model.dims == 2:
-        result = yield from _predict_at_object_size(model, image, axes, settings, probabilities, min_size)
+        result = yield from _predict_at_object_size(model, image, axes, settings, probabilities)
         return _into(result, labels_out, probabilities_out)
-    return (yield from _predict_native(model, image, axes, settings, probabilities, labels_out,
-                                       probabilities_out, min_size))
+    return (yield from _predict_native(model, image, axes, settings, probabilities, labels_out, probabilities_out))
 
 
 def _into(result: Prediction, labels_out: Any, probabilities_out: Any) -> Prediction:
@@ -146,7 +158,7 @@ def _into(result: Prediction, labels_out: Any, probabilities_out: Any) -> Predic
 
 def _predict_native(
     model: UNetModel, image: Any, axes: str | None, settings: PredictConfig, probabilities: bool,
-    labels_out: Any = None, probabilities_out: Any = None, min_size: int | None = None,
+    labels_out: Any = None, probabilities_out: Any = None,
 ) -> Generator[TileProgress, None, Prediction]:
     """:func:`predict` at the image's own scale."""
     start = time.perf_counter()
@@ -200,9 +212,7 @@ def _predict_native(
     if whole:
         message = "separating objects" if instance else "closing membranes"
         yield TileProgress(done=0, total=planes.n, batch=0, message=message)
-        post = PostProcessing.from_json(model.postprocessing, model.config.classes)
-        if min_size is not None:
-            post = replace(post, min_size=min_size)
+        post = instance_postprocessing(model, settings)
         next_id = 1
         for i in range(planes.n):
             full = (slice(None),) * len(planes.spatial)
@@ -265,19 +275,18 @@ def median_diameter(labels: np.ndarray) -> float | None:
 
 def _predict_at_object_size(
     model: UNetModel, image: Any, axes: str | None, settings: PredictConfig, probabilities: bool,
-    min_size: int | None,
 ) -> Generator[TileProgress, None, Prediction]:
     """Predict with objects rescaled to the learned size; labels come back at image size."""
     plain = replace(settings, object_size=None)
     trained = trained_diameter(model)
     if trained is None:
-        result = yield from _predict_native(model, image, axes, plain, probabilities, min_size=min_size)
+        result = yield from _predict_native(model, image, axes, plain, probabilities)
         result.notes.append("the model file records no object size: predicted without rescaling")
         return result
     notes = []
     diameter = settings.object_size
     if diameter == "auto":
-        first = yield from _predict_native(model, image, axes, plain, probabilities, min_size=min_size)
+        first = yield from _predict_native(model, image, axes, plain, probabilities)
         diameter = median_diameter(first.labels)
         if diameter is None or abs(np.log(trained / diameter)) < np.log(1.25):
             found = "no objects found" if diameter is None else f"estimated object size {diameter:.0f} px"
@@ -295,9 +304,8 @@ def _predict_at_object_size(
     classes = model.config.classes
     probs = np.zeros((classes,) + planes.label_shape, np.float32 if probabilities else np.float16)
     labels = np.zeros(planes.label_shape, labels_dtype(model))
-    post = PostProcessing.from_json(model.postprocessing, model.config.classes)
-    size = post.min_size if min_size is None else min_size
-    small_size = max(1, int(round(size / factor**2)))  # the same objects, counted at image size
+    post = instance_postprocessing(model, settings)
+    small_size = max(1, int(round(post.min_size / factor**2)))  # the same objects, counted at image size
     next_id = 1
     for i in range(planes.n):
         scaled_p = np.asarray(inner.probabilities[(slice(None), i) if planes.n > 1 else (slice(None),)], np.float32)
@@ -308,7 +316,7 @@ def _predict_at_object_size(
             # small objects, enlarged: segment on the enlarged grid, where the seeds of touching
             # objects are apart and the tuned settings hold, then take the labels back to image size
             # (shrinking the probabilities first would blur neighbouring seeds together)
-            fine = replace(post, min_size=size).apply(scaled_p)
+            fine = post.apply(scaled_p)
             plane_labels = drop_small(resample_labels(fine, (planes.height, planes.width)), small_size, next_id)
         else:
             plane_labels = replace(post, min_size=small_size).apply(p, first_id=next_id)

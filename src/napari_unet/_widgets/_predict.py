@@ -67,6 +67,47 @@ def object_size_choices(model) -> list[tuple[str, object]]:
     return [(f"as trained ({learned:.0f} px, no rescaling)", "off")] + OBJECT_SIZES[1:]
 
 
+MODELS = -1  # choice value: keep the model's own post-processing setting
+POST_CHOICES = {  # PredictConfig field: the values offered besides the model's own
+    "seed_threshold": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    "seed_dynamic": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+    "foreground_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    "min_size": (0, 5, 10, 15, 20, 30, 50, 100, 200),
+}
+POST_FIELDS = {"seed_threshold": "interior_threshold", "seed_dynamic": "seed_dynamic",
+               "foreground_threshold": "foreground_threshold", "min_size": "min_size"}
+
+
+def _post_value(name: str, value) -> str:
+    if name == "seed_dynamic" and not value:
+        return "off"
+    return f"{value} px" if name == "min_size" else f"{value:g}"
+
+
+def postprocessing_choices(model, name: str) -> list[tuple[str, float]]:
+    """Choices of one instance post-processing setting (``name``: a PredictConfig field) for a
+    ComboBox: first the model's own value (MODELS), named, then the values offered."""
+    first = "the model's"
+    if model is not None and model.config.mode == "instance":
+        from napari_unet.instances import PostProcessing
+
+        own = getattr(PostProcessing.from_json(model.postprocessing, model.config.classes), POST_FIELDS[name])
+        first = f"the model's ({_post_value(name, own)})"
+    return [(first, MODELS)] + [(_post_value(name, v), v) for v in POST_CHOICES[name]]
+
+
+def set_choices(box: ComboBox, choices: list[tuple[str, object]]) -> None:
+    """New choices in their order, keeping the chosen value when it is still offered
+    (magicgui alone moves a renamed choice, such as the model's own value, to the end)."""
+    if [box.native.itemText(i) for i in range(box.native.count())] == [name for name, _ in choices]:
+        return
+    value = box.value
+    box.choices = []
+    box.choices = choices
+    if any(value == v for _, v in choices):
+        box.value = value
+
+
 class PredictWidget(Container):
     """Dock widget: predict an image layer with the current model or a model file.
 
@@ -111,6 +152,21 @@ class PredictWidget(Container):
                                     tooltip="Instance models: typical object diameter in this image. The image is "
                                             "rescaled so that objects have the size the model learned (like "
                                             "Cellpose's diameter). auto = estimated from a first prediction")
+        self.adjust_objects = CheckBox(
+            text="adjust how objects are separated", value=False,
+            tooltip="Instance models: change the settings that turn probabilities into objects (tuned on the "
+                    "model's validation images). Nuclei from another lab may want others, like Cellpose's and "
+                    "StarDist's thresholds; the command line takes the same settings")
+        tips = {
+            "seed_threshold": "Height (P(interior), or the distance to the border) a seed must exceed: higher = "
+                              "fewer, surer objects",
+            "seed_dynamic": "How deep the valley between two maxima must be to make two objects: higher = fewer "
+                            "splits of touching objects; off = one object per region above the seed threshold",
+            "foreground_threshold": "Probability of foreground an object grows into: higher = tighter outlines",
+            "min_size": "Smallest object kept, in pixels (voxels for 3D models)",
+        }
+        self.post = {name: ComboBox(label=name.replace("_", " "), choices=postprocessing_choices(None, name),
+                                    value=MODELS, tooltip=tips[name]) for name in POST_CHOICES}
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
@@ -132,7 +188,8 @@ class PredictWidget(Container):
             tooltip="2D instance models on Z stacks: objects of consecutive planes that overlap (IoU > 0.25) "
                     "get one id, like Cellpose's stitch threshold; 3D models separate objects in 3D anyway")
         self.extend([self.image, self.axes, self.source, self.model_file, self.trust_code, self.tile, self.halo,
-                     self.batch, self.device, self.object_size, self.tta, self.link_z, self.probabilities,
+                     self.batch, self.device, self.object_size, self.tta, self.link_z, self.adjust_objects,
+                     *self.post.values(), self.probabilities,
                      self.to_zarr, self.store, self.run_button, self.cancel, self.progress, self.status, self.authors, self.export_button])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
@@ -143,6 +200,7 @@ class PredictWidget(Container):
         self.image.changed.connect(self._refresh)
         self.image.changed.connect(self._image_changed)
         self.to_zarr.changed.connect(self._refresh)
+        self.adjust_objects.changed.connect(self._refresh)
         self.source.changed.connect(self._refresh)
         self.model_file.changed.connect(self._refresh)
         self.trust_code.changed.connect(self._refresh)
@@ -183,10 +241,14 @@ class PredictWidget(Container):
         self.trust_code.visible = self._package_chosen()
         self.store.visible = bool(self.to_zarr.value)
         model = self._chosen()
-        self.tile.choices = tile_choices(model)
-        self.halo.choices = halo_choices(model)
-        self.object_size.choices = object_size_choices(model)
-        self.object_size.visible = model is not None and model.config.mode == "instance"
+        set_choices(self.tile, tile_choices(model))
+        set_choices(self.halo, halo_choices(model))
+        set_choices(self.object_size, object_size_choices(model))
+        instance = model is not None and model.config.mode == "instance"
+        self.object_size.visible = self.adjust_objects.visible = instance
+        for name, box in self.post.items():
+            set_choices(box, postprocessing_choices(model, name))
+            box.visible = instance and bool(self.adjust_objects.value)
         self.run_button.enabled = self.image.value is not None and model is not None and not running
         self.export_button.enabled = self.run_button.enabled
         self.cancel.enabled = running
@@ -273,7 +335,8 @@ class PredictWidget(Container):
                                      batch=int(self.batch.value) or None, device=self.device.value,
                                      tta=bool(self.tta.value),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value,
-                                     link_z=0.25 if self.link_z.value and model.dims == 2 else None)
+                                     link_z=0.25 if self.link_z.value and model.dims == 2 else None,
+                                     **self.postprocessing_settings(model))
             data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data  # full resolution
             image_planes(data, axes, model.config.in_channels, model.dims)  # axes and channels, cheaply
             if self.to_zarr.value:
@@ -300,6 +363,13 @@ class PredictWidget(Container):
                        self._on_error, self._on_finish)
         self.job.start("U-Net: predicting")
         self._refresh()
+
+    def postprocessing_settings(self, model) -> dict:
+        """PredictConfig's instance post-processing settings chosen here (none: the model's own,
+        also when the settings are hidden or the model is semantic)."""
+        if not self.adjust_objects.value or model.config.mode != "instance":
+            return {}
+        return {name: box.value for name, box in self.post.items() if box.value != MODELS}
 
     def stop(self) -> None:
         if self.job is not None and self.job.running:
