@@ -394,6 +394,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .axes import AxesError
     from .config import ConfigError
     from .devices import DeviceError
+    from .evaluation import TuningError
     from .io import ImageFileError, OutputError
     from .modelfile import ModelFileError
     from .normalization import NonFiniteError
@@ -403,7 +404,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CliError, AxesError, ConfigError, DeviceError, ImageFileError, ModelFileError,
-        NonFiniteError, LabelsError, TrainingError, OutputError,
+        NonFiniteError, LabelsError, TrainingError, OutputError, TuningError,
     )
 
 

@@ -7,7 +7,7 @@ Used for validation during training (on already normalised samples) and by
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -18,6 +18,14 @@ from .axes import Planes
 from .instances import MEMBRANE_SEEDS, PostProcessing, close_membranes
 from .modelfile import UNetModel
 from .targets import semantic_targets
+
+# fewer labelled objects than this: settings chosen on them are noise (docs/benchmarks.md,
+# round 8); a fine-tune then keeps its starting model's post-processing
+MIN_TUNING_OBJECTS = 30
+
+
+class TuningError(ValueError):
+    """Post-processing cannot be tuned on these images or for this model; the message says why."""
 from .tiling import decide, plan_tiles, predict_tiles
 
 
@@ -178,3 +186,82 @@ def tune_membranes_steps(samples: list, probabilities: list) -> Generator[tuple[
     if round(err, 4) < round(scores["adapted_rand_error"], 4):
         post["membrane_seeds"] = seeds
     return post
+
+
+# ---------------------------------------------------------------------------------------------
+# the post-processing of an instance model tuned on the user's own labelled images
+
+
+@dataclass
+class Tuned:
+    """What :func:`tune_on_pairs` found: the settings with the best AP@0.5 on the images (chosen
+    on them: their AP is optimistic; score other images to know), and the model's own there."""
+
+    postprocessing: PostProcessing
+    ap: float
+    own: PostProcessing
+    own_ap: float
+    images: int
+    objects: int
+
+    def flags(self) -> str:
+        """The ``predict`` / ``evaluate`` flags that apply these settings."""
+        p = self.postprocessing
+        return (f"--seed-threshold {p.interior_threshold:g} --seed-dynamic {p.seed_dynamic or 0:g} "
+                f"--foreground-threshold {p.foreground_threshold:g} --min-size {p.min_size}")
+
+    def to_json(self) -> dict:
+        return {"images": self.images, "objects": self.objects,
+                "own": {**self.own.to_json(), "ap@0.5": self.own_ap},
+                "tuned": {**self.postprocessing.to_json(), "ap@0.5": self.ap}, "flags": self.flags()}
+
+
+def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[tuple[str, int, int], None, Tuned]:
+    """Choose an instance model's post-processing (seed threshold and dynamic, foreground
+    threshold, minimum size) on labelled images of the user's own, as training chooses it on
+    its validation images (the same grid, minimum sizes relative to these labels' objects, the
+    same near-tie rule); like StarDist's ``optimize_thresholds``. The network is not changed.
+
+    Each image is predicted once, whole, with the overlap-tile predictor and ``settings``
+    (tile, batch, device, test-time augmentation); yields (name, done, total) after each image
+    and each setting tried (name ``tuning``). Refuses a model or labels that
+    cannot be tuned (:class:`TuningError`, saying why).
+    """
+    from .config import PredictConfig
+    from .instances import NEAR_TIE, grid_for, object_size, tune_steps
+    from .predict import predict, rescaled_to
+
+    settings = settings or PredictConfig()
+    if model.config.mode != "instance":
+        raise TuningError(f"tuning separates objects: this model is {model.config.mode}; it applies to instance models")
+    if rescaled_to(model):
+        raise TuningError("this model was trained at one object size (--rescale-objects) and segments each image "
+                         "at that size: tuning its settings on images at their own size is not supported yet")
+    if settings.object_size is not None or settings.postprocessing_overrides():
+        raise TuningError("tuning takes no object size or post-processing settings: it chooses the latter")
+    probabilities, labels = [], []
+    for k, pair in enumerate(pairs, start=1):
+        result = run(predict(model, pair.image, pair.axes, settings, probabilities=True))
+        truth = np.asarray(pair.labels)
+        if truth.shape != result.labels.shape:
+            raise TuningError(f"{pair.name}: labels have shape {truth.shape}, the image's prediction {result.labels.shape}")
+        spatial = result.probabilities.shape[-model.dims:]  # planes (2D models) or volumes, one by one
+        probabilities += list(np.moveaxis(result.probabilities.reshape((model.config.classes, -1) + spatial), 1, 0))
+        labels += list(truth.reshape((-1,) + spatial))
+        yield pair.name, k, len(pairs)
+    size = object_size(labels)
+    objects = size.get("objects", 0)
+    if objects < MIN_TUNING_OBJECTS:
+        raise TuningError(f"the labels hold {objects} object(s); settings chosen on fewer than {MIN_TUNING_OBJECTS} "
+                         "are noise (docs/benchmarks.md, round 8): label more objects, or more images")
+    own = PostProcessing.from_json(model.postprocessing, model.config.classes)
+    own_ap = M.summarize_matches([M.match_counts(t, own.apply(p), (0.5,)) for p, t in zip(probabilities, labels)])["ap@0.5"]
+    steps = tune_steps(probabilities, labels, grid_for(model.config.classes, size["area"]), tolerance=NEAR_TIE)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            post, ap = stop.value
+            break
+        yield "tuning", done, total
+    return Tuned(post, float(ap), own, float(own_ap), len(pairs), int(objects))

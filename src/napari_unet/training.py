@@ -31,6 +31,7 @@ from .data import SAMPLE_BY, Pair, PatchSampler, Sample, kfold, prepare, split_h
 from .devices import (DeviceError, autocast, autocast_dtype, avoid_llvm_clash, is_out_of_memory, memory_format,
                       release_memory, resolve_device)
 from .evaluation import (
+    MIN_TUNING_OBJECTS,
     headline,
     predict_normalized,
     score_probabilities,
@@ -757,10 +758,6 @@ class _Schedule:
             return 0.1 + 0.9 * p / 0.02
         q = (p - 0.02) / 0.98
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q))
-
-
-# fewer validation objects than this: a fine-tune keeps its starting model's post-processing
-MIN_TUNING_OBJECTS = 30
 
 
 class _Fit:

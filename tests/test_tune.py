@@ -1,0 +1,86 @@
+"""``napari-unet tune``: an instance model's post-processing chosen on the user's own labelled
+images, reproduced exactly by ``evaluate`` with the flags it prints and by the copy it writes."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+from napari_unet.config import PredictConfig
+from napari_unet.data import Pair
+from napari_unet.evaluation import TuningError, tune_on_pairs
+from napari_unet.instances import PostProcessing
+from napari_unet.modelfile import UNetModel
+from napari_unet.sample import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_MODEL
+from napari_unet._generators import run
+
+CPU = PredictConfig(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return tifffile.imread(SAMPLE_IMAGE), tifffile.imread(SAMPLE_LABELS)
+
+
+def _folders(tmp_path, image, labels):
+    for folder, data in (("img", image), ("lab", labels)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        tifffile.imwrite(tmp_path / folder / "n.tif", data)
+    return ["--images", str(tmp_path / "img"), "--labels", str(tmp_path / "lab")]
+
+
+def test_tuned_settings_are_reproduced_by_evaluate_and_by_the_copy(tmp_path, sample, capsys):
+    image, labels = sample
+    folders = _folders(tmp_path, image[:256, :448], labels[:256, :448])
+    out = tmp_path / "tuned.safetensors"
+    before = SAMPLE_MODEL.read_bytes()
+    assert main(["tune", str(SAMPLE_MODEL), *folders, "--device", "cpu", "--quiet", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    tuned = json.loads(captured.out)
+    assert tuned["objects"] >= 30 and tuned["images"] == 1
+    assert tuned["flags"] in captured.err and f"{tuned['tuned']['ap@0.5']:.3f}" in captured.err
+    assert SAMPLE_MODEL.read_bytes() == before  # the user's model is never changed
+
+    ev = ["evaluate", *folders, "--device", "cpu", "--quiet"]
+    assert main([ev[0], str(SAMPLE_MODEL)] + ev[1:] + tuned["flags"].split()) == 0
+    with_flags = json.loads(capsys.readouterr().out)
+    assert with_flags["ap@0.5"] == pytest.approx(tuned["tuned"]["ap@0.5"], abs=1e-12)
+    assert main([ev[0], str(SAMPLE_MODEL)] + ev[1:]) == 0
+    assert json.loads(capsys.readouterr().out)["ap@0.5"] == pytest.approx(tuned["own"]["ap@0.5"], abs=1e-12)
+
+    copy = UNetModel.load(out)  # the same network, the tuned settings by default, their provenance
+    assert copy.postprocessing["tuned_on"]["objects"] == tuned["objects"]
+    chosen = {k: v for k, v in tuned["tuned"].items() if k != "ap@0.5"}
+    assert PostProcessing.from_json(copy.postprocessing, 2) == PostProcessing(**chosen)
+    assert main([ev[0], str(out)] + ev[1:]) == 0
+    assert json.loads(capsys.readouterr().out)["ap@0.5"] == pytest.approx(tuned["tuned"]["ap@0.5"], abs=1e-12)
+
+
+def test_a_stack_is_tuned_plane_by_plane(sample):
+    """A 2D model tuned on a two-plane stack: the same choice as on its two planes apart."""
+    image, labels = sample
+    model = UNetModel.load(SAMPLE_MODEL)
+    top, bottom = (slice(0, 160), slice(0, 320)), (slice(200, 360), slice(0, 320))
+    stack = Pair("stack", np.stack([image[top], image[bottom]]), np.stack([labels[top], labels[bottom]]), "ZYX")
+    apart = [Pair("a", image[top], labels[top]), Pair("b", image[bottom], labels[bottom])]
+    as_stack, as_planes = run(tune_on_pairs(model, [stack], CPU)), run(tune_on_pairs(model, apart, CPU))
+    assert as_stack.objects == as_planes.objects >= 30
+    assert as_stack.postprocessing == as_planes.postprocessing
+    assert as_stack.ap == pytest.approx(as_planes.ap) and as_stack.own_ap == pytest.approx(as_planes.own_ap)
+
+
+def test_what_cannot_be_tuned_is_refused_with_the_reason(tmp_path, sample, capsys):
+    image, labels = sample
+    few = _folders(tmp_path, image[:64, :64], labels[:64, :64])
+    assert main(["tune", str(SAMPLE_MODEL), *few, "--device", "cpu", "--quiet"]) == 1
+    assert "fewer than 30" in capsys.readouterr().err
+    assert main(["tune", str(SAMPLE_MODEL), *few, "--out", str(SAMPLE_MODEL), "--quiet"]) == 1
+    assert "is the model itself" in capsys.readouterr().err
+    semantic = tmp_path / "sem.safetensors"
+    assert main(["init", "--arch", "unet", "--depth", "2", "--base-width", "4", "--out", str(semantic)]) == 0
+    assert main(["tune", str(semantic), *few, "--device", "cpu", "--quiet"]) == 1
+    assert "applies to instance models" in capsys.readouterr().err
+    with pytest.raises(TuningError, match="chooses the latter"):
+        run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [], PredictConfig(seed_threshold=0.5)))
