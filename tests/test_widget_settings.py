@@ -153,3 +153,51 @@ def test_predict_widget_separates_objects_with_the_settings_chosen_as_the_cli_do
     w.model_file.value = path
     assert w.adjust_objects.native.isHidden() and all(box.native.isHidden() for box in w.post.values())
     assert w.postprocessing_settings(w.model()) == {}  # a semantic model has no objects to separate
+
+
+def test_predict_widget_chooses_the_settings_on_a_labels_layer_as_tune_does(make_napari_viewer, monkeypatch, qtbot,
+                                                                           load):
+    """'Choose the settings on these labels': the same choice as ``tune_on_pairs`` (and so
+    ``napari-unet tune``), shown in the settings and used by the next Predict; the layers are
+    not changed; labels of another shape are refused with the reason."""
+    import tifffile
+
+    from napari_unet._generators import run
+    from napari_unet._widgets import PredictWidget
+    from napari_unet._widgets._state import CURRENT
+    from napari_unet.config import PredictConfig
+    from napari_unet.data import Pair
+    from napari_unet.evaluation import tune_on_pairs
+    from napari_unet.modelfile import load_model
+    from napari_unet.sample import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_MODEL
+
+    monkeypatch.setattr(CURRENT, "model", None)
+    image, truth = tifffile.imread(SAMPLE_IMAGE)[:256, :448], tifffile.imread(SAMPLE_LABELS)[:256, :448]
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="img")
+    viewer.add_labels(truth.copy(), name="mine")
+    viewer.add_labels(truth[:100].copy(), name="other shape")
+    w = PredictWidget(viewer)
+    w.image.value = viewer.layers["img"]
+    w.device.value = "cpu"
+    assert w.tune_button.native.isHidden()  # with the other instance settings, when asked for
+    w.adjust_objects.value = True
+    assert not w.tune_button.native.isHidden() and w.tune_button.enabled
+
+    w.tune_labels.value = viewer.layers["other shape"]
+    w.tune()
+    qtbot.waitUntil(lambda: w.job is not None and not w.job.running, timeout=120_000)
+    assert "Choosing the settings failed" in w.status.value and "shape" in w.status.value
+    assert all(box.value == -1 for box in w.post.values())  # nothing changed
+
+    w.tune_labels.value = viewer.layers["mine"]
+    w.tune()
+    qtbot.waitUntil(lambda: w.job is not None and not w.job.running, timeout=120_000)
+    expected = run(tune_on_pairs(load_model(SAMPLE_MODEL), [Pair("mine", image, truth)], PredictConfig(device="cpu")))
+    assert w.tuned.postprocessing == expected.postprocessing and w.tuned.ap == expected.ap, w.status.value
+    assert expected.flags() in w.status.value
+    post = expected.postprocessing
+    assert w.postprocessing_settings(w.model()) == {
+        "seed_threshold": post.interior_threshold, "seed_dynamic": post.seed_dynamic or 0.0,
+        "foreground_threshold": post.foreground_threshold, "min_size": post.min_size}
+    assert np.array_equal(viewer.layers["mine"].data, truth) and np.array_equal(viewer.layers["img"].data, image)

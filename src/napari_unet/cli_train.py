@@ -331,9 +331,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .cli import CliError, _int_arg
+    from .cli import CliError, _drive, _int_arg
     from .config import PredictConfig
     from .data import pairs_from_folders
     from .evaluation import tune_on_pairs
@@ -346,21 +344,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     pairs = pairs_from_folders(args.images, args.labels)
     settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
                              device=args.device, tta=args.tta)
-    gen = tune_on_pairs(model, pairs, settings)
-    bar = tqdm(total=len(pairs), file=sys.stderr, disable=args.quiet, leave=False)
-    try:
-        while True:
-            try:
-                name, done, total = next(gen)
-            except StopIteration as stop:
-                tuned = stop.value
-                break
-            bar.total = total
-            bar.n = done
-            bar.set_description(name if name == "tuning" else f"predicting {name}")
-            bar.refresh()
-    finally:
-        bar.close()
+    tuned = _drive(tune_on_pairs(model, pairs, settings), "", args.quiet)
     out = tuned.to_json()
     if args.out:
         model.postprocessing = {**tuned.postprocessing.to_json(), "tuned_ap@0.5": tuned.ap,

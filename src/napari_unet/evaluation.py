@@ -26,7 +26,7 @@ MIN_TUNING_OBJECTS = 30
 
 class TuningError(ValueError):
     """Post-processing cannot be tuned on these images or for this model; the message says why."""
-from .tiling import decide, plan_tiles, predict_tiles
+from .tiling import TileProgress, decide, plan_tiles, predict_tiles
 
 
 def headline(metrics: dict, mode: str) -> float:
@@ -216,15 +216,15 @@ class Tuned:
                 "tuned": {**self.postprocessing.to_json(), "ap@0.5": self.ap}, "flags": self.flags()}
 
 
-def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[tuple[str, int, int], None, Tuned]:
+def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[TileProgress, None, Tuned]:
     """Choose an instance model's post-processing (seed threshold and dynamic, foreground
     threshold, minimum size) on labelled images of the user's own, as training chooses it on
     its validation images (the same grid, minimum sizes relative to these labels' objects, the
     same near-tie rule); like StarDist's ``optimize_thresholds``. The network is not changed.
 
     Each image is predicted once, whole, with the overlap-tile predictor and ``settings``
-    (tile, batch, device, test-time augmentation); yields (name, done, total) after each image
-    and each setting tried (name ``tuning``). Refuses a model or labels that
+    (tile, batch, device, test-time augmentation); yields the prediction's progress records,
+    their message naming the image, then one after each setting tried. Refuses a model or labels that
     cannot be tuned (:class:`TuningError`, saying why).
     """
     from .config import PredictConfig
@@ -241,14 +241,14 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[tup
         raise TuningError("tuning takes no object size or post-processing settings: it chooses the latter")
     probabilities, labels = [], []
     for k, pair in enumerate(pairs, start=1):
-        result = run(predict(model, pair.image, pair.axes, settings, probabilities=True))
+        name = f"predicting {pair.name}" + (f" ({k}/{len(pairs)})" if len(pairs) > 1 else "")
+        result = yield from _named(predict(model, pair.image, pair.axes, settings, probabilities=True), name)
         truth = np.asarray(pair.labels)
         if truth.shape != result.labels.shape:
             raise TuningError(f"{pair.name}: labels have shape {truth.shape}, the image's prediction {result.labels.shape}")
         spatial = result.probabilities.shape[-model.dims:]  # planes (2D models) or volumes, one by one
         probabilities += list(np.moveaxis(result.probabilities.reshape((model.config.classes, -1) + spatial), 1, 0))
         labels += list(truth.reshape((-1,) + spatial))
-        yield pair.name, k, len(pairs)
     size = object_size(labels)
     objects = size.get("objects", 0)
     if objects < MIN_TUNING_OBJECTS:
@@ -263,5 +263,15 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[tup
         except StopIteration as stop:
             post, ap = stop.value
             break
-        yield "tuning", done, total
+        yield TileProgress(done=done, total=total, batch=0, message="tuning the settings")
     return Tuned(post, float(ap), own, float(own_ap), len(pairs), int(objects))
+
+
+def _named(gen: Generator[TileProgress, None, object], name: str) -> Generator[TileProgress, None, object]:
+    """A progress generator whose records' messages start with ``name``."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield replace(p, message=f"{name}: {p.message}" if p.message else name)

@@ -84,16 +84,18 @@ def _post_value(name: str, value) -> str:
     return f"{value} px" if name == "min_size" else f"{value:g}"
 
 
-def postprocessing_choices(model, name: str) -> list[tuple[str, float]]:
+def postprocessing_choices(model, name: str, extra=None) -> list[tuple[str, float]]:
     """Choices of one instance post-processing setting (``name``: a PredictConfig field) for a
-    ComboBox: first the model's own value (MODELS), named, then the values offered."""
+    ComboBox: first the model's own value (MODELS), named, then the values offered (with
+    ``extra``, a value tuned on the user's labels, in its place)."""
     first = "the model's"
     if model is not None and model.config.mode == "instance":
         from napari_unet.instances import PostProcessing
 
         own = getattr(PostProcessing.from_json(model.postprocessing, model.config.classes), POST_FIELDS[name])
         first = f"the model's ({_post_value(name, own)})"
-    return [(first, MODELS)] + [(_post_value(name, v), v) for v in POST_CHOICES[name]]
+    values = sorted(set(POST_CHOICES[name]) | ({extra} if extra is not None else set()))
+    return [(first, MODELS)] + [(_post_value(name, v), v) for v in values]
 
 
 def set_choices(box: ComboBox, choices: list[tuple[str, object]]) -> None:
@@ -167,6 +169,16 @@ class PredictWidget(Container):
         }
         self.post = {name: ComboBox(label=name.replace("_", " "), choices=postprocessing_choices(None, name),
                                     value=MODELS, tooltip=tips[name]) for name in POST_CHOICES}
+        self.tune_labels = ComboBox(label="your labels", choices=lambda w: layer_choices(viewer, "labels"),
+                                    tooltip="A Labels layer of this image's objects, painted or corrected (30 objects "
+                                            "or more): the settings above are chosen to match it")
+        self.tune_button = PushButton(
+            text="Choose the settings on these labels",
+            tooltip="Predict the image and choose the seed and size settings that best reproduce your labels (the "
+                    "network is not changed; seconds, not a retraining). Like StarDist's threshold optimisation; "
+                    "the command line's `napari-unet tune` does the same")
+        self._tuned: dict = {}  # PredictConfig field: value chosen on the user's labels
+        self._doing = "Prediction"  # what the running job is, for its error message
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", value=0, max=1)
@@ -189,7 +201,7 @@ class PredictWidget(Container):
                     "get one id, like Cellpose's stitch threshold; 3D models separate objects in 3D anyway")
         self.extend([self.image, self.axes, self.source, self.model_file, self.trust_code, self.tile, self.halo,
                      self.batch, self.device, self.object_size, self.tta, self.link_z, self.adjust_objects,
-                     *self.post.values(), self.probabilities,
+                     *self.post.values(), self.tune_labels, self.tune_button, self.probabilities,
                      self.to_zarr, self.store, self.run_button, self.cancel, self.progress, self.status, self.authors, self.export_button])
         self.status.native.setWordWrap(True)
         self.job: Job | None = None
@@ -205,6 +217,7 @@ class PredictWidget(Container):
         self.model_file.changed.connect(self._refresh)
         self.trust_code.changed.connect(self._refresh)
         self.export_button.changed.connect(self._ask_export)
+        self.tune_button.changed.connect(self.tune)
         self.closed = False
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
@@ -247,10 +260,12 @@ class PredictWidget(Container):
         instance = model is not None and model.config.mode == "instance"
         self.object_size.visible = self.adjust_objects.visible = instance
         for name, box in self.post.items():
-            set_choices(box, postprocessing_choices(model, name))
+            set_choices(box, postprocessing_choices(model, name, self._tuned.get(name)))
             box.visible = instance and bool(self.adjust_objects.value)
+        self.tune_labels.visible = self.tune_button.visible = instance and bool(self.adjust_objects.value)
         self.run_button.enabled = self.image.value is not None and model is not None and not running
         self.export_button.enabled = self.run_button.enabled
+        self.tune_button.enabled = self.run_button.enabled and self.tune_labels.value is not None
         self.cancel.enabled = running
         if running:
             return
@@ -359,6 +374,7 @@ class PredictWidget(Container):
         self.progress.value = 0
         self.status.value = "Normalising and predicting..."
         done = self._on_block_done if self.to_zarr.value else self._on_done
+        self._doing = "Prediction"
         self.job = Job(gen if self.to_zarr.value else _with_checksum(gen), self._on_progress, done,
                        self._on_error, self._on_finish)
         self.job.start("U-Net: predicting")
@@ -370,6 +386,66 @@ class PredictWidget(Container):
         if not self.adjust_objects.value or model.config.mode != "instance":
             return {}
         return {name: box.value for name, box in self.post.items() if box.value != MODELS}
+
+    # -- settings chosen on the user's labels ------------------------------------------------
+
+    def tune(self) -> None:
+        """Choose the instance settings on a Labels layer of the image (``tune_on_pairs``, as
+        ``napari-unet tune``), in a worker thread; they then show in the settings above and
+        the next Predict uses them. The layers are not changed."""
+        from napari_unet.config import PredictConfig
+        from napari_unet.data import Pair
+        from napari_unet.evaluation import tune_on_pairs
+
+        if self.job is not None and self.job.running:
+            return
+        layer, labels_layer = self.image.value, self.tune_labels.value
+        try:
+            model = self.model()
+            if labels_layer is None:
+                raise ValueError("add a Labels layer of this image's objects (painted, or a corrected prediction)")
+            if getattr(layer, "multiscale", False) or not isinstance(layer.data, np.ndarray):
+                raise ValueError("choosing the settings needs an image in memory: crop a region of this one into a "
+                                 "new layer and label its objects")
+            axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
+            tile = self.tile.value or None
+            if tile and model.dims == 3:
+                tile = (model.tile[0], tile, tile)
+            settings = PredictConfig(tile=tile, halo=None if self.halo.value < 0 else self.halo.value,
+                                     batch=int(self.batch.value) or None, device=self.device.value,
+                                     tta=bool(self.tta.value))
+            # a copy: the user may go on painting while the worker reads it
+            pair = Pair(labels_layer.name, layer.data, np.array(labels_layer.data), axes)
+            gen = tune_on_pairs(model, [pair], settings)
+        except (ValueError, RuntimeError) as err:
+            self.status.value = f"Cannot choose the settings: {err}"
+            return
+        self._tuning_model = model
+        self.progress.value = 0
+        self.status.value = f"Choosing the settings on {labels_layer.name}..."
+        self._doing = "Choosing the settings"
+        self.job = Job(gen, self._on_progress, self._on_tuned, self._on_error, self._on_finish)
+        self.job.start("U-Net: choosing the settings")
+        self._refresh()
+
+    def _on_tuned(self, result) -> None:
+        if self.closed:
+            return
+        if result is CANCELLED:
+            self.status.value = "Cancelled; the settings are as they were."
+            return
+        post = result.postprocessing
+        self._tuned = {name: (getattr(post, field) or 0.0) if name == "seed_dynamic" else getattr(post, field)
+                       for name, field in POST_FIELDS.items()}
+        self.adjust_objects.value = True
+        model = self._tuning_model
+        for name, box in self.post.items():
+            set_choices(box, postprocessing_choices(model, name, self._tuned[name]))
+            box.value = self._tuned[name]
+        self.tuned = result
+        self.status.value = (f"Settings chosen on {result.objects} objects: AP@0.5 {result.own_ap:.2f} with the "
+                             f"model's, {result.ap:.2f} with these (chosen on these labels: check them on another "
+                             f"image). Predict to apply them; the command line takes {result.flags()}")
 
     def stop(self) -> None:
         if self.job is not None and self.job.running:
@@ -409,6 +485,7 @@ class PredictWidget(Container):
             self.status.value = f"Cannot export: {err}"
             return
         self.status.value = f"Exporting to {Path(path).name}..."
+        self._doing = "Export"
         self.job = Job(gen, lambda p: None, self._on_exported, self._on_error, self._on_finish)
         self.job.start("U-Net: exporting to bioimage.io")
         self._refresh()
@@ -430,7 +507,7 @@ class PredictWidget(Container):
 
     def _on_error(self, err: Exception) -> None:
         if not self.closed:  # napari's notifications show it too
-            self.status.value = f"{'Export' if self.status.value.startswith('Exporting') else 'Prediction'} failed: {err}"
+            self.status.value = f"{self._doing} failed: {err}"
 
     def _on_finish(self) -> None:
         if not self.closed:
