@@ -343,12 +343,7 @@ class PredictWidget(Container):
         try:
             model = self.model()
             axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
-            tile = self.tile.value or None
-            if tile and model.dims == 3:  # the choice is the in-plane size; z keeps the model's
-                tile = (model.tile[0], tile, tile)
-            settings = PredictConfig(tile=tile, halo=None if self.halo.value < 0 else self.halo.value,
-                                     batch=int(self.batch.value) or None, device=self.device.value,
-                                     tta=bool(self.tta.value),
+            settings = PredictConfig(**self.tiling_settings(model),
                                      object_size=None if self.object_size.value == "off" else self.object_size.value,
                                      link_z=0.25 if self.link_z.value and model.dims == 2 else None,
                                      **self.postprocessing_settings(model))
@@ -380,6 +375,14 @@ class PredictWidget(Container):
         self.job.start("U-Net: predicting")
         self._refresh()
 
+    def tiling_settings(self, model) -> dict:
+        """PredictConfig's tile, halo, batch, device and test-time augmentation chosen here."""
+        tile = self.tile.value or None
+        if tile and model.dims == 3:  # the choice is the in-plane size; z keeps the model's
+            tile = (model.tile[0], tile, tile)
+        return {"tile": tile, "halo": None if self.halo.value < 0 else self.halo.value,
+                "batch": int(self.batch.value) or None, "device": self.device.value, "tta": bool(self.tta.value)}
+
     def postprocessing_settings(self, model) -> dict:
         """PredictConfig's instance post-processing settings chosen here (none: the model's own,
         also when the settings are hidden or the model is semantic)."""
@@ -408,12 +411,7 @@ class PredictWidget(Container):
                 raise ValueError("choosing the settings needs an image in memory: crop a region of this one into a "
                                  "new layer and label its objects")
             axes = resolve_axes(layer, self.axes.value, model.config.in_channels)
-            tile = self.tile.value or None
-            if tile and model.dims == 3:
-                tile = (model.tile[0], tile, tile)
-            settings = PredictConfig(tile=tile, halo=None if self.halo.value < 0 else self.halo.value,
-                                     batch=int(self.batch.value) or None, device=self.device.value,
-                                     tta=bool(self.tta.value))
+            settings = PredictConfig(**self.tiling_settings(model))
             # a copy: the user may go on painting while the worker reads it
             pair = Pair(labels_layer.name, layer.data, np.array(labels_layer.data), axes)
             gen = tune_on_pairs(model, [pair], settings)
