@@ -5,7 +5,8 @@
 Steps: open the sample data, dock both widgets, train a few epochs from the layers, predict
 with the bundled model, correct a label, fine-tune. Writes docs/images/guide_*.png.
 ``--only export``: export the bundled model to bioimage.io from the Predict widget, then open the
-package again (guide_6, guide_7). ``--only 3d MODEL VOLUME``: a 3D rendering of a predicted volume.
+package again (guide_6, guide_7). ``--only tune [MODEL]``: choose the instance settings on the
+sample's labels, then predict with them (guide_10). ``--only 3d MODEL VOLUME``: a 3D rendering of a predicted volume.
 """
 
 from __future__ import annotations
@@ -146,6 +147,32 @@ def big(mosaic: str) -> None:
     viewer.close()
 
 
+def tune(model: str | None = None) -> None:
+    """Choose the instance settings on a Labels layer (the sample's labels, standing for a
+    corrected prediction), then predict with them (guide_10)."""
+    viewer = napari.Viewer(title="napari-unet user guide")
+    viewer.window._qt_window.resize(1800, 1100)
+    viewer.open_sample("napari-unet", "nuclei")
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
+    predict.image.value = viewer.layers["nuclei"]
+    if model:
+        predict.source.value = "model file"
+        predict.model_file.value = model
+    predict.device.value = "cpu"
+    predict.adjust_objects.value = True
+    predict.tune_labels.value = viewer.layers["nuclei labels"]
+    predict.tune()
+    wait(predict)
+    status = predict.status.value
+    predict.run()
+    wait(predict)
+    predict.status.value = status  # what the choice gave, as the user saw it before predicting
+    viewer.layers["nuclei labels"].visible = False
+    shot(viewer, "10_settings_chosen")
+    viewer.close()
+
+
 def volume(model: str, image: str) -> None:
     import tifffile
 
@@ -176,6 +203,8 @@ if __name__ == "__main__":
         export()
     elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "big":
         big(sys.argv[3])
+    elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "tune":
+        tune(sys.argv[3] if len(sys.argv) > 3 else None)
     elif sys.argv[1:2] == ["--only"] and sys.argv[2] == "3d":
         volume(sys.argv[3], sys.argv[4])
     else:

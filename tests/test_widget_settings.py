@@ -201,3 +201,7 @@ def test_predict_widget_chooses_the_settings_on_a_labels_layer_as_tune_does(make
         "seed_threshold": post.interior_threshold, "seed_dynamic": post.seed_dynamic or 0.0,
         "foreground_threshold": post.foreground_threshold, "min_size": post.min_size}
     assert np.array_equal(viewer.layers["mine"].data, truth) and np.array_equal(viewer.layers["img"].data, image)
+    viewer.add_labels(np.zeros((8, 8), np.int32), name="new layer")  # napari resets the widget's choices
+    w.reset_choices()
+    assert w.postprocessing_settings(w.model())["min_size"] == post.min_size  # the chosen values stay
+    assert viewer.layers["new layer"] in w.tune_labels.choices  # the layer choices do follow

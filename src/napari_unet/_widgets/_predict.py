@@ -243,6 +243,13 @@ class PredictWidget(Container):
         self.source.value = LAST
         self._refresh()
 
+    def reset_choices(self, *args) -> None:
+        """The layer choices follow the viewer's layers (napari calls this when layers come and
+        go). The other choices are the widget's own (_refresh): magicgui's reset would put back
+        the ones they started with and drop a value chosen since, such as a tuned minimum size."""
+        self.image.reset_choices()
+        self.tune_labels.reset_choices()
+
     def _layers_changed(self, event=None) -> None:
         self.reset_choices()
         self._refresh()
