@@ -1,12 +1,13 @@
 """2D nuclei images from other labs and microscopes, for generalisation checks (never trained on).
 
-    python benchmarks/make_other_nuclei_2d.py ../shared/data bench_data/other_nuclei_2d
+    python benchmarks/make_other_nuclei_2d.py ../shared/data bench_data/other_nuclei_2d [EVERY]
 
 XY slices of the two real 3D nuclei sets in ``shared/data/3d`` (see its README): BBBC050 mouse
 embryo nuclei (H2B-mRFP1 widefield/confocal, 0.8 um pixels, every 5th of 51 slices) and GoNuclear
 Arabidopsis ovule nuclei (confocal, 0.127 um pixels, textured DNA staining, every 10th of 100
 slices). Slices with fewer than 2 nuclei are skipped. A slice's labels are the 3D instance ids
-cut at that plane, renumbered (an object's cross-section keeps one id).
+cut at that plane, renumbered (an object's cross-section keeps one id). ``EVERY``: take every
+EVERY-th slice of both sets instead (round 17's denser per-lab sets use 2).
 """
 
 import sys
@@ -19,12 +20,13 @@ from skimage.segmentation import relabel_sequential
 SETS = {"bbbc050_qcanet_nuclei": 5, "gonuclear_ovule_nuclei_mini": 10}
 
 
-def main(data: str, out: str) -> None:
+def main(data: str, out: str, step: str | None = None) -> None:
     data, out = Path(data) / "3d", Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     n = 0
     for name, every in SETS.items():
+        every = int(step) if step else every
         for path in sorted((data / name / "images").glob("*.tif")):
             image = tifffile.imread(path)
             labels = tifffile.imread(data / name / "labels" / path.name)
@@ -40,4 +42,4 @@ def main(data: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])
