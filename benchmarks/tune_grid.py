@@ -7,21 +7,21 @@ lab's decide volume, score on its report volume (benchmarks/tune_by_lab.sh makes
 Caches the probabilities in bench_data/probs/TAG_lab_LAB_HALF.npz (cache_probabilities.py).
 Rule, written before the first run (round 17): the wide grid becomes tune's if, over all
 model x lab pairs, the report AP@0.5 gains >= +0.01 on average over training's grid and no
-pair loses more than 0.02.
+pair loses more than 0.02. Adopted: +0.038 on average, +0.011 the least (6 pairs,
+benchmarks/results/r17_tune_grid.txt); napari_unet.instances.WIDE_GRID now holds the grid.
 """
 
 import sys
 from pathlib import Path
 
-from napari_unet.instances import NEAR_TIE, grid_for, object_size, tune
+from napari_unet.instances import NEAR_TIE, WIDE_GRID, grid_for, object_size, tune
 
 sys.path.insert(0, "benchmarks")
 from cache_probabilities import main as cache  # noqa: E402
 from watershed_study import load, post_ap  # noqa: E402
 
 LABS = ("bbbc050", "gonuclear")
-WIDE = {"interior_threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), "foreground_threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
-        "seed_dynamic": (0.05, 0.1, 0.2, 0.3, 0.4)}
+WIDE = WIDE_GRID  # defined here first; adopted by napari-unet tune after this script's runs
 
 
 def main(specs):

@@ -84,3 +84,28 @@ def test_what_cannot_be_tuned_is_refused_with_the_reason(tmp_path, sample, capsy
     assert "applies to instance models" in capsys.readouterr().err
     with pytest.raises(TuningError, match="chooses the latter"):
         run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [], PredictConfig(seed_threshold=0.5)))
+
+
+def test_distance_models_are_tuned_over_the_wide_grid(sample, monkeypatch):
+    """tune searches WIDE_GRID's thresholds and dynamics (measured better than training's grid
+    on other labs' nuclei, round 17) with training's minimum sizes; 3-class models keep
+    training's grid."""
+    from napari_unet import instances
+
+    assert instances.tuning_grid(3, 300.0) == instances.grid_for(3, 300.0)
+    wide = instances.tuning_grid(2, 300.0)
+    assert wide["min_size"] == instances.grid_for(2, 300.0)["min_size"]
+    assert {k: wide[k] for k in instances.WIDE_GRID} == instances.WIDE_GRID
+    seen = []
+    real = instances.tune_steps
+
+    def spy(probabilities, labels, grid=None, *args, **kwargs):
+        seen.append(grid)
+        return (yield from real(probabilities, labels, grid, *args, **kwargs))
+
+    monkeypatch.setattr(instances, "tune_steps", spy)
+    image, labels = sample
+    tuned = run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [Pair("n", image[:256, :448], labels[:256, :448])], CPU))
+    assert seen[0]["seed_dynamic"] == instances.WIDE_GRID["seed_dynamic"]
+    assert seen[0]["min_size"] == instances.grid_for(2, instances.object_size([labels[:256, :448]])["area"])["min_size"]
+    assert tuned.postprocessing.seed_dynamic in instances.WIDE_GRID["seed_dynamic"]

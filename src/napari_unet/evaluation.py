@@ -219,8 +219,9 @@ class Tuned:
 def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[TileProgress, None, Tuned]:
     """Choose an instance model's post-processing (seed threshold and dynamic, foreground
     threshold, minimum size) on labelled images of the user's own, as training chooses it on
-    its validation images (the same grid, minimum sizes relative to these labels' objects, the
-    same near-tie rule); like StarDist's ``optimize_thresholds``. The network is not changed.
+    its validation images (minimum sizes relative to these labels' objects, the same near-tie
+    rule), over a wider grid (:func:`~napari_unet.instances.tuning_grid`); like StarDist's
+    ``optimize_thresholds``. The network is not changed.
 
     Each image is predicted once, whole, with the overlap-tile predictor and ``settings``
     (tile, batch, device, test-time augmentation); yields the prediction's progress records,
@@ -228,7 +229,7 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
     cannot be tuned (:class:`TuningError`, saying why).
     """
     from .config import PredictConfig
-    from .instances import NEAR_TIE, grid_for, object_size, tune_steps
+    from .instances import NEAR_TIE, object_size, tune_steps, tuning_grid
     from .predict import predict, rescaled_to
 
     settings = settings or PredictConfig()
@@ -256,7 +257,7 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
                          "are noise (docs/benchmarks.md, round 8): label more objects, or more images")
     own = PostProcessing.from_json(model.postprocessing, model.config.classes)
     own_ap = M.summarize_matches([M.match_counts(t, own.apply(p), (0.5,)) for p, t in zip(probabilities, labels)])["ap@0.5"]
-    steps = tune_steps(probabilities, labels, grid_for(model.config.classes, size["area"]), tolerance=NEAR_TIE)
+    steps = tune_steps(probabilities, labels, tuning_grid(model.config.classes, size["area"]), tolerance=NEAR_TIE)
     while True:
         try:
             done, total = next(steps)
