@@ -84,6 +84,13 @@ def test_what_cannot_be_tuned_is_refused_with_the_reason(tmp_path, sample, capsy
     assert "applies to instance models" in capsys.readouterr().err
     with pytest.raises(TuningError, match="chooses the latter"):
         run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [], PredictConfig(seed_threshold=0.5)))
+    from napari_unet.config import ModelConfig
+
+    one_size = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=2, mode="instance",
+                                            instance_targets="distance"), halo=16, tile=64)
+    one_size.training["object_size"] = {"diameter": 24.0, "area": 452.0, "rescaled_to": 24.0}
+    with pytest.raises(TuningError, match="one object size"):
+        run(tune_on_pairs(one_size, [], CPU))
 
 
 def test_distance_models_are_tuned_over_the_wide_grid(sample, monkeypatch):
