@@ -84,6 +84,11 @@ def test_what_cannot_be_tuned_is_refused_with_the_reason(tmp_path, sample, capsy
     assert "applies to instance models" in capsys.readouterr().err
     with pytest.raises(TuningError, match="chooses the latter"):
         run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [], PredictConfig(seed_threshold=0.5)))
+    from napari_unet.targets import LabelsError
+
+    image, labels = sample
+    with pytest.raises(LabelsError, match="fractional"):  # e.g. a probability map given as labels
+        run(tune_on_pairs(UNetModel.load(SAMPLE_MODEL), [Pair("p", image[:64, :64], labels[:64, :64] / 3.0)], CPU))
     from napari_unet.config import ModelConfig
 
     one_size = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=2, mode="instance",

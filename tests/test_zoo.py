@@ -200,7 +200,7 @@ def _foreign_package(model, data_dir, tmp_path, torchscript_only=False):
     return out
 
 
-def test_foreign_package_runs_no_code_without_trust_code(trained, data_dir, tmp_path, monkeypatch):
+def test_foreign_package_runs_no_code_without_trust_code(trained, data_dir, tmp_path, monkeypatch, capsys):
     marker = tmp_path / "marker.txt"
     monkeypatch.setenv("NAPARI_UNET_TEST_MARKER", str(marker))
     package = _foreign_package(trained["smp-semantic"], data_dir, tmp_path)
@@ -224,6 +224,10 @@ def test_foreign_package_runs_no_code_without_trust_code(trained, data_dir, tmp_
     assert np.abs(ours.probabilities - theirs.probabilities).max() < 1e-4
     with pytest.raises(ModelFileError, match="bioimage.io package not made by napari-unet"):
         model.save(tmp_path / "x.safetensors")
+    capsys.readouterr()
+    tuned = tmp_path / "t.safetensors"  # tune --out: refused before anything is predicted
+    assert main(["tune", str(package), "--trust-code", "--images", "i", "--labels", "l", "--out", str(tuned)]) == 1
+    assert "not made by napari-unet" in capsys.readouterr().err and not tuned.exists()
     with pytest.raises(TrainingError, match="fine-tune its own architectures"):
         Trainer(_pairs("smp-semantic", data_dir), TrainConfig(**KINDS["smp-semantic"], **TINY), init=model)
 

@@ -341,6 +341,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).resolve() == model_path.resolve():
         raise CliError(f"--out {args.out} is the model itself; write the tuned copy to another file")
     model = load_model(model_path, trust_code=args.trust_code)
+    if args.out and getattr(model.network, "foreign", False):
+        raise CliError(f"--out: this package was not made by napari-unet and cannot be written as a model file; "
+                       f"leave out --out and predict with the flags that tune prints")
     pairs = pairs_from_folders(args.images, args.labels)
     settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
                              device=args.device, tta=args.tta)

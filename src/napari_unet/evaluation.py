@@ -17,7 +17,8 @@ from ._generators import run
 from .axes import Planes
 from .instances import MEMBRANE_SEEDS, PostProcessing, close_membranes
 from .modelfile import UNetModel
-from .targets import semantic_targets
+from .targets import check_labels, semantic_targets
+from .tiling import TileProgress, decide, plan_tiles, predict_tiles
 
 # fewer labelled objects than this: settings chosen on them are noise (docs/benchmarks.md,
 # round 8); a fine-tune then keeps its starting model's post-processing
@@ -26,7 +27,6 @@ MIN_TUNING_OBJECTS = 30
 
 class TuningError(ValueError):
     """Post-processing cannot be tuned on these images or for this model; the message says why."""
-from .tiling import TileProgress, decide, plan_tiles, predict_tiles
 
 
 def headline(metrics: dict, mode: str) -> float:
@@ -244,7 +244,7 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
     for k, pair in enumerate(pairs, start=1):
         name = f"predicting {pair.name}" + (f" ({k}/{len(pairs)})" if len(pairs) > 1 else "")
         result = yield from _named(predict(model, pair.image, pair.axes, settings, probabilities=True), name)
-        truth = np.asarray(pair.labels)
+        truth = check_labels(pair.labels, f"{pair.name}: labels")  # integers >= 0, some objects
         if truth.shape != result.labels.shape:
             raise TuningError(f"{pair.name}: labels have shape {truth.shape}, the image's prediction {result.labels.shape}")
         spatial = result.probabilities.shape[-model.dims:]  # planes (2D models) or volumes, one by one
