@@ -156,7 +156,7 @@ def test_predict_widget_separates_objects_with_the_settings_chosen_as_the_cli_do
 
 
 def test_predict_widget_chooses_the_settings_on_a_labels_layer_as_tune_does(make_napari_viewer, monkeypatch, qtbot,
-                                                                           load):
+                                                                           load, tmp_path):
     """'Choose the settings on these labels': the same choice as ``tune_on_pairs`` (and so
     ``napari-unet tune``), shown in the settings and used by the next Predict; the layers are
     not changed; labels of another shape are refused with the reason."""
@@ -205,3 +205,13 @@ def test_predict_widget_chooses_the_settings_on_a_labels_layer_as_tune_does(make
     w.reset_choices()
     assert w.postprocessing_settings(w.model())["min_size"] == post.min_size  # the chosen values stay
     assert viewer.layers["new layer"] in w.tune_labels.choices  # the layer choices do follow
+    from napari_unet._widgets._predict import FILE, MODELS
+    from napari_unet.config import ModelConfig
+    from napari_unet.modelfile import UNetModel
+
+    other = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=2, mode="instance",
+                                         instance_targets="distance"), halo=16, tile=64)
+    w.source.value = FILE
+    w.model_file.value = other.save(tmp_path / "other.safetensors")
+    assert all(box.value == MODELS for box in w.post.values())  # another model: its own settings again
+    assert w.postprocessing_settings(w.model()) == {}

@@ -178,6 +178,7 @@ class PredictWidget(Container):
                     "network is not changed; seconds, not a retraining). Like StarDist's threshold optimisation; "
                     "the command line's `napari-unet tune` does the same")
         self._tuned: dict = {}  # PredictConfig field: value chosen on the user's labels
+        self._post_model = None  # the model the settings above were chosen for
         self._doing = "Prediction"  # what the running job is, for its error message
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel", enabled=False)
@@ -266,6 +267,10 @@ class PredictWidget(Container):
         set_choices(self.object_size, object_size_choices(model))
         instance = model is not None and model.config.mode == "instance"
         self.object_size.visible = self.adjust_objects.visible = instance
+        if model is not self._post_model:  # another model: its own settings, not those chosen for the last
+            self._post_model, self._tuned = model, {}
+            for box in self.post.values():
+                box.value = MODELS
         for name, box in self.post.items():
             set_choices(box, postprocessing_choices(model, name, self._tuned.get(name)))
             box.visible = instance and bool(self.adjust_objects.value)
