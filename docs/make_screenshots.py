@@ -99,13 +99,19 @@ def main() -> None:
     viewer.close()
 
 
-def export() -> None:
+def sample_with_predict():
+    """A viewer with the sample data and the Predict widget docked on its image."""
     viewer = napari.Viewer(title="napari-unet user guide")
     viewer.window._qt_window.resize(1800, 1100)
     viewer.open_sample("napari-unet", "nuclei")
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
     predict.image.value = viewer.layers["nuclei"]
+    return viewer, predict
+
+
+def export() -> None:
+    viewer, predict = sample_with_predict()
     predict.authors.value = "A. Biologist"
     package = Path(tempfile.mkdtemp()) / "nuclei_model.zip"
     predict.export(package)
@@ -150,12 +156,7 @@ def big(mosaic: str) -> None:
 def tune(model: str | None = None) -> None:
     """Choose the instance settings on a Labels layer (the sample's labels, standing for a
     corrected prediction), then predict with them (guide_10)."""
-    viewer = napari.Viewer(title="napari-unet user guide")
-    viewer.window._qt_window.resize(1800, 1100)
-    viewer.open_sample("napari-unet", "nuclei")
-    predict = PredictWidget(viewer)
-    viewer.window.add_dock_widget(predict, name="Predict with U-Net", area="right")
-    predict.image.value = viewer.layers["nuclei"]
+    viewer, predict = sample_with_predict()
     if model:
         predict.source.value = "model file"
         predict.model_file.value = model
