@@ -170,6 +170,9 @@ def test_interrupted_run_resumes_and_never_looks_complete(tmp_path, nuclei):
     assert 3 <= done < 16
     attrs = dict(root.attrs["napari_unet"])
     assert "batch" not in attrs["settings"]
+    # instance settings not given are not in the job: stores of versions without them resume
+    assert not set(attrs["settings"]) & {"seed_threshold", "seed_dynamic", "foreground_threshold", "min_size"}
+    assert "min_size" in attrs  # where earlier versions kept it
     attrs["settings"] = {**attrs["settings"], "batch": 1}  # as stores of earlier versions held it
     root.attrs["napari_unet"] = attrs
     assert main(cmd[3:] + ["--batch", "3"]) == 0  # the same command again; batching is speed only

@@ -364,3 +364,14 @@ def test_tuning_computes_h_maxima_once_per_dynamic_with_the_same_result(nuclei, 
     post, ap = I.tune(windows, truths, grid)
     assert (post, ap) == (best, best_ap) and best_ap > 0.5
     assert sorted(calls) == sorted(list(grid["seed_dynamic"]) * len(windows))
+
+
+def test_min_size_zero_keeps_ids_consecutive():
+    """drop_small with min_size 0 (offered by predict and the widget): ids with no pixels are
+    dropped too, so ids stay consecutive (predict and the blocks count objects by the max id)."""
+    from napari_unet.instances import drop_small
+
+    labels = np.array([[0, 2, 2, 4], [0, 4, 7, 0]])
+    out = drop_small(labels, 0, first_id=5)
+    assert sorted(np.unique(out)) == [0, 5, 6, 7]
+    assert np.array_equal(out > 0, labels > 0)

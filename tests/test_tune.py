@@ -121,3 +121,18 @@ def test_distance_models_are_tuned_over_the_wide_grid(sample, monkeypatch):
     assert seen[0]["seed_dynamic"] == instances.WIDE_GRID["seed_dynamic"]
     assert seen[0]["min_size"] == instances.grid_for(2, instances.object_size([labels[:256, :448]])["area"])["min_size"]
     assert tuned.postprocessing.seed_dynamic in instances.WIDE_GRID["seed_dynamic"]
+
+
+def test_the_models_own_settings_stay_when_no_choice_of_the_grid_beats_them(sample, monkeypatch):
+    from napari_unet import instances
+
+    def worse(probabilities, labels, grid=None, *args, **kwargs):  # a grid whose best is poor
+        yield 1, 1
+        return PostProcessing(interior_threshold=0.9, foreground_threshold=0.9, min_size=1000), 0.0
+
+    monkeypatch.setattr(instances, "tune_steps", worse)
+    image, labels = sample
+    model = UNetModel.load(SAMPLE_MODEL)
+    tuned = run(tune_on_pairs(model, [Pair("n", image[:256, :448], labels[:256, :448])], CPU))
+    assert tuned.postprocessing == tuned.own == PostProcessing.from_json(model.postprocessing, 2)
+    assert tuned.ap == tuned.own_ap > 0.5

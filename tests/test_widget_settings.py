@@ -209,6 +209,11 @@ def test_predict_widget_chooses_the_settings_on_a_labels_layer_as_tune_does(make
     from napari_unet.config import ModelConfig
     from napari_unet.modelfile import UNetModel
 
+    chosen = {n: box.value for n, box in w.post.items()}
+    w._tuning_model = object()  # a tuning that ends after the user chose another model
+    w._on_tuned(expected)
+    assert "changed while" in w.status.value and {n: box.value for n, box in w.post.items()} == chosen
+
     other = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=2, mode="instance",
                                          instance_targets="distance"), halo=16, tile=64)
     w.source.value = FILE

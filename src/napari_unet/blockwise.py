@@ -384,8 +384,15 @@ def pass_c(job: Job, ids: list[int], model_bytes: bytes | None = None, workers: 
 _SPEED_ONLY = ("batch",)
 
 
+# instance post-processing settings: part of the job only when given (a store started without
+# them, also by a version that did not have them, resumes without them); min_size is kept at
+# the signature's top level, where stores written before it moved into the settings have it
+_POSTPROCESSING = ("seed_threshold", "seed_dynamic", "foreground_threshold")
+
+
 def _settings_signature(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in _SPEED_ONLY}
+    return {k: v for k, v in settings.items()
+            if k not in _SPEED_ONLY and k != "min_size" and not (k in _POSTPROCESSING and v is None)}
 
 
 def _signature(job: Job, shape: tuple, dtype: str) -> dict:
@@ -393,7 +400,7 @@ def _signature(job: Job, shape: tuple, dtype: str) -> dict:
         "format": STORE_FORMAT, "version": STORE_VERSION, "model_sha256": job.model_key,
         "image": job.image if job.image.startswith("<array") else str(Path(job.image).resolve()), "level": job.level, "axes": job.axes, "shape": list(shape),
         "dtype": dtype, "settings": _settings_signature(json.loads(json.dumps(asdict(job.settings)))),
-        "block": list(job.block), "context": list(job.context),
+        "block": list(job.block), "context": list(job.context), "min_size": job.settings.min_size,
         "probabilities": job.probabilities,
     }
 

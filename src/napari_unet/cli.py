@@ -202,19 +202,22 @@ def add_postprocessing_flags(p: argparse.ArgumentParser) -> None:
     keeps the model's own setting (PredictConfig has their meaning)."""
     g = p.add_argument_group("instance models: how probabilities become objects (default: the model's own "
                              "settings, tuned on its validation images; nuclei from another lab may want others)")
-    g.add_argument("--seed-threshold", type=float, metavar="0-1",
-                   help="height a seed must exceed (P(interior), or the scaled distance): higher = fewer, surer objects")
-    g.add_argument("--seed-dynamic", type=float, metavar="0-1",
-                   help="depth of the valley needed between two maxima to make two objects: higher = fewer splits; "
-                        "0 = one object per connected region above --seed-threshold")
-    g.add_argument("--foreground-threshold", type=float, metavar="0-1",
-                   help="probability of foreground an object grows into: higher = tighter outlines")
+    g.add_argument("--seed-threshold", type=float, metavar="X",
+                   help="0 < X < 1: height a seed must exceed (P(interior), or the scaled distance): higher = fewer, "
+                        "surer objects")
+    g.add_argument("--seed-dynamic", type=float, metavar="X",
+                   help="0 <= X < 1: depth of the valley needed between two maxima to make two objects: higher = "
+                        "fewer splits; 0 = one object per connected region above --seed-threshold")
+    g.add_argument("--foreground-threshold", type=float, metavar="X",
+                   help="0 < X < 1: probability of foreground an object grows into: higher = tighter outlines")
     g.add_argument("--min-size", type=int, metavar="PX", help="smallest object kept, in pixels (voxels for 3D models)")
 
 
 def postprocessing_args(args: argparse.Namespace) -> dict:
     """PredictConfig keywords of the flags of :func:`add_postprocessing_flags`."""
-    return {name: getattr(args, name) for name in ("seed_threshold", "seed_dynamic", "foreground_threshold", "min_size")}
+    from .config import POSTPROCESSING_FIELDS
+
+    return {name: getattr(args, name) for name in POSTPROCESSING_FIELDS}
 
 
 def object_size_arg(value: str | None) -> float | str | None:

@@ -170,6 +170,11 @@ class Normalization:
         _choice("polarity", self.polarity, POLARITIES)
 
 
+# PredictConfig's instance post-processing settings and their names in instances.PostProcessing
+POSTPROCESSING_FIELDS = {"seed_threshold": "interior_threshold", "seed_dynamic": "seed_dynamic",
+                         "foreground_threshold": "foreground_threshold", "min_size": "min_size"}
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """How to tile an image for prediction.
@@ -205,11 +210,11 @@ class PredictConfig:
         Cellpose's stitch threshold (e.g. 0.25); None = every plane has its own ids.
     seed_threshold, seed_dynamic, foreground_threshold, min_size : optional
         Instance models: how probabilities become objects; None = the model's own, tuned on
-        its validation images when it was trained. ``seed_threshold`` (0-1): the height
+        its validation images when it was trained. ``seed_threshold`` (0 < x < 1): the height
         (P(interior), or the scaled boundary distance) a seed must exceed; higher = fewer,
-        surer objects. ``seed_dynamic`` (0-1): how deep the valley between two maxima must be
+        surer objects. ``seed_dynamic`` (0 <= x < 1): how deep the valley between two maxima must be
         for them to seed two objects; higher = fewer splits, 0 = a seed per connected region
-        above the threshold. ``foreground_threshold`` (0-1): how far objects grow; higher =
+        above the threshold. ``foreground_threshold`` (0 < x < 1): how far objects grow; higher =
         tighter outlines. ``min_size``: smallest object kept, in pixels (voxels for 3D models).
         Nuclei from another lab than the model's training images may want other values, as
         with Cellpose's and StarDist's thresholds (docs/benchmarks.md, round 17).
@@ -231,9 +236,8 @@ class PredictConfig:
     def postprocessing_overrides(self) -> dict:
         """The instance post-processing settings given here (the rest stay the model's), named
         as in :class:`~napari_unet.instances.PostProcessing`."""
-        given = {"interior_threshold": self.seed_threshold, "seed_dynamic": self.seed_dynamic,
-                 "foreground_threshold": self.foreground_threshold, "min_size": self.min_size}
-        return {k: v for k, v in given.items() if v is not None}
+        return {field: getattr(self, name) for name, field in POSTPROCESSING_FIELDS.items()
+                if getattr(self, name) is not None}
 
     def __post_init__(self) -> None:
         for name, low_open in (("seed_threshold", True), ("seed_dynamic", False), ("foreground_threshold", True)):

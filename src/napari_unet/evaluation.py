@@ -240,11 +240,11 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
                          "at that size: tuning its settings on images at their own size is not supported yet")
     if settings.object_size is not None or settings.postprocessing_overrides():
         raise TuningError("tuning takes no object size or post-processing settings: it chooses the latter")
+    truths = [check_labels(pair.labels, f"{pair.name}: labels") for pair in pairs]  # before any prediction
     probabilities, labels = [], []
-    for k, pair in enumerate(pairs, start=1):
+    for k, (pair, truth) in enumerate(zip(pairs, truths), start=1):
         name = f"predicting {pair.name}" + (f" ({k}/{len(pairs)})" if len(pairs) > 1 else "")
         result = yield from _named(predict(model, pair.image, pair.axes, settings, probabilities=True), name)
-        truth = check_labels(pair.labels, f"{pair.name}: labels")  # integers >= 0, some objects
         if truth.shape != result.labels.shape:
             raise TuningError(f"{pair.name}: labels have shape {truth.shape}, the image's prediction {result.labels.shape}")
         spatial = result.probabilities.shape[-model.dims:]  # planes (2D models) or volumes, one by one
@@ -265,6 +265,8 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
             post, ap = stop.value
             break
         yield TileProgress(done=done, total=total, batch=0, message="tuning the settings")
+    if own_ap >= ap:  # the model's own settings (not always in the grid) are the best: keep them
+        post, ap = own, own_ap
     return Tuned(post, float(ap), own, float(own_ap), len(pairs), int(objects))
 
 

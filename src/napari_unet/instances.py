@@ -95,7 +95,7 @@ def segment(
 def drop_small(labels: np.ndarray, min_size: int, first_id: int = 1) -> np.ndarray:
     """Objects of fewer than ``min_size`` pixels removed; ids consecutive from ``first_id``."""
     sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
+    keep = sizes >= max(1, min_size)  # ids with no pixel left are dropped too: ids stay consecutive
     keep[0] = False
     new_ids = np.zeros(len(sizes), np.int32)
     new_ids[keep] = np.arange(first_id, first_id + int(keep.sum()), dtype=np.int32)

@@ -16,7 +16,7 @@ import numpy as np
 from . import normalization as norm
 from ._generators import run  # noqa: F401 - re-exported: predict.run(gen)
 from .axes import AxesError, Planes, guess_axes
-from .config import ConfigError, PredictConfig
+from .config import POSTPROCESSING_FIELDS, ConfigError, PredictConfig
 from .devices import release_memory, resolve_device
 from .instances import PostProcessing, close_membranes, drop_small, link_planes, resample_labels, resize_channels
 from .modelfile import UNetModel
@@ -92,7 +92,7 @@ def instance_postprocessing(model: UNetModel, settings: PredictConfig) -> PostPr
     overrides = settings.postprocessing_overrides()
     if model.config.mode != "instance":
         if overrides:
-            names = ", ".join(k.replace("interior", "seed").replace("_", " ") for k in overrides)
+            names = ", ".join(n.replace("_", " ") for n, f in POSTPROCESSING_FIELDS.items() if f in overrides)
             raise ConfigError(f"{names}: settings of instance models, and this model is {model.config.mode} "
                               f"({model.config.classes} classes); leave them out")
         return PostProcessing()

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, ProgressBar
 
+from napari_unet.config import POSTPROCESSING_FIELDS
+
 from ._layers import axes_choices, checksum, layer_choices, resolve_axes, spatial_transform
 from ._state import CURRENT
 from ._worker import CANCELLED, Job
@@ -74,8 +76,6 @@ POST_CHOICES = {  # PredictConfig field: the values offered besides the model's 
     "foreground_threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
     "min_size": (0, 5, 10, 15, 20, 30, 50, 100, 200),
 }
-POST_FIELDS = {"seed_threshold": "interior_threshold", "seed_dynamic": "seed_dynamic",
-               "foreground_threshold": "foreground_threshold", "min_size": "min_size"}
 
 
 def _post_value(name: str, value) -> str:
@@ -92,7 +92,7 @@ def postprocessing_choices(model, name: str, extra=None) -> list[tuple[str, floa
     if model is not None and model.config.mode == "instance":
         from napari_unet.instances import PostProcessing
 
-        own = getattr(PostProcessing.from_json(model.postprocessing, model.config.classes), POST_FIELDS[name])
+        own = getattr(PostProcessing.from_json(model.postprocessing, model.config.classes), POSTPROCESSING_FIELDS[name])
         first = f"the model's ({_post_value(name, own)})"
     values = sorted(set(POST_CHOICES[name]) | ({extra} if extra is not None else set()))
     return [(first, MODELS)] + [(_post_value(name, v), v) for v in values]
@@ -179,6 +179,8 @@ class PredictWidget(Container):
                     "the command line's `napari-unet tune` does the same")
         self._tuned: dict = {}  # PredictConfig field: value chosen on the user's labels
         self._post_model = None  # the model the settings above were chosen for
+        self._tuning_model = None  # the model a running tuning chooses settings for
+        self.tuned = None  # what the last tuning found (evaluation.Tuned)
         self._doing = "Prediction"  # what the running job is, for its error message
         self.run_button = PushButton(text="Predict")
         self.cancel = PushButton(text="Cancel", enabled=False)
@@ -444,9 +446,12 @@ class PredictWidget(Container):
         if result is CANCELLED:
             self.status.value = "Cancelled; the settings are as they were."
             return
+        if self._chosen() is not self._tuning_model:
+            self.status.value = "The model was changed while the settings were chosen: choose them again."
+            return
         post = result.postprocessing
         self._tuned = {name: (getattr(post, field) or 0.0) if name == "seed_dynamic" else getattr(post, field)
-                       for name, field in POST_FIELDS.items()}
+                       for name, field in POSTPROCESSING_FIELDS.items()}
         self.adjust_objects.value = True
         model = self._tuning_model
         for name, box in self.post.items():
