@@ -136,3 +136,51 @@ def test_the_models_own_settings_stay_when_no_choice_of_the_grid_beats_them(samp
     tuned = run(tune_on_pairs(model, [Pair("n", image[:256, :448], labels[:256, :448])], CPU))
     assert tuned.postprocessing == tuned.own == PostProcessing.from_json(model.postprocessing, 2)
     assert tuned.ap == tuned.own_ap > 0.5
+
+
+def _settings_of(post, **kwargs):
+    return PredictConfig(seed_threshold=post.interior_threshold, seed_dynamic=post.seed_dynamic or 0.0,
+                         foreground_threshold=post.foreground_threshold, min_size=post.min_size, **kwargs)
+
+
+def _ap(truth, pred):
+    from napari_unet.metrics import match_counts, summarize_matches
+
+    return summarize_matches([match_counts(truth, pred, (0.5,))])["ap@0.5"]
+
+
+def test_a_3d_model_is_tuned_on_whole_volumes(data_dir, monkeypatch):
+    """A 3D model's volume is tuned as one volume (objects counted in 3D), and predicting with
+    the chosen settings gives the AP the tuning reported (tests/data: a real embryo crop of 15
+    nuclei, so the minimum is lowered for the test)."""
+    from napari_unet import evaluation
+    from napari_unet.predict import predict
+
+    monkeypatch.setattr(evaluation, "MIN_TUNING_OBJECTS", 10)
+    volume = tifffile.imread(data_dir / "bbbc050_16cell_crop.tif")
+    truth = tifffile.imread(data_dir / "bbbc050_16cell_crop_labels.tif")
+    model = UNetModel.load(data_dir / "nuclei3d_tiny.safetensors")
+    tiles = {"device": "cpu", "tile": (8, 32, 32)}
+    tuned = run(tune_on_pairs(model, [Pair("v", volume, truth, "ZYX")], PredictConfig(**tiles)))
+    assert tuned.objects == len(np.unique(truth)) - 1  # nuclei, not their cross-sections
+    pred = run(predict(model, volume, "ZYX", _settings_of(tuned.postprocessing, **tiles))).labels
+    assert _ap(truth, pred) == pytest.approx(tuned.ap, abs=1e-12)
+
+
+def test_a_3class_model_is_tuned_over_thresholded_seeds(sample):
+    """3-class instance models keep training's grid (seeds: regions above a threshold); the
+    printed flags say so (--seed-dynamic 0) and predicting with them gives the reported AP."""
+    import torch
+
+    from napari_unet.config import ModelConfig
+    from napari_unet.predict import predict
+
+    torch.manual_seed(0)
+    model = UNetModel.create(ModelConfig(arch="unet", depth=2, base_width=4, classes=3, mode="instance",
+                                         instance_targets="3-class"), halo=16, tile=64)
+    image, labels = sample
+    crop, truth = image[:256, :448], labels[:256, :448]
+    tuned = run(tune_on_pairs(model, [Pair("n", crop, truth)], CPU))
+    assert tuned.postprocessing.seed_dynamic is None and "--seed-dynamic 0 " in tuned.flags()
+    pred = run(predict(model, crop, settings=_settings_of(tuned.postprocessing, device="cpu"))).labels
+    assert _ap(truth, pred) == pytest.approx(tuned.ap, abs=1e-12)
