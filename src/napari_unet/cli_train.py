@@ -280,7 +280,6 @@ def _clean(obj):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .config import PredictConfig
     from .data import pairs_from_folders
     from .modelfile import load_model
     from .predict import instance_postprocessing, predict, run
@@ -288,11 +287,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, trust_code=args.trust_code)
     pairs = pairs_from_folders(args.images, args.labels)
-    from .cli import _int_arg, object_size_arg, postprocessing_args
+    from .cli import object_size_arg, postprocessing_args
 
-    settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
-                             device=args.device, tta=args.tta, object_size=object_size_arg(args.object_size),
-                             link_z=args.link_z, **postprocessing_args(args))
+    settings = _labelled_predict_config(args, object_size=object_size_arg(args.object_size), link_z=args.link_z,
+                                        **postprocessing_args(args))
 
     instance_postprocessing(model, settings)  # instance settings for a semantic model: refused before any work
 
@@ -330,9 +328,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_tune(args: argparse.Namespace) -> int:
-    from .cli import CliError, _drive, _int_arg
+def _labelled_predict_config(args: argparse.Namespace, **extra):
+    """The PredictConfig of ``evaluate`` and ``tune``: their --tile, --batch, --device, --tta."""
+    from .cli import _int_arg
     from .config import PredictConfig
+
+    return PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
+                         device=args.device, tta=args.tta, **extra)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .cli import CliError, _drive
     from .data import pairs_from_folders
     from .evaluation import tune_on_pairs
     from .modelfile import load_model
@@ -345,9 +351,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CliError(f"--out: this package was not made by napari-unet and cannot be written as a model file; "
                        f"leave out --out and predict with the flags that tune prints")
     pairs = pairs_from_folders(args.images, args.labels)
-    settings = PredictConfig(tile=None if args.tile is None else _int_arg("--tile", args.tile), batch=args.batch,
-                             device=args.device, tta=args.tta)
-    tuned = _drive(tune_on_pairs(model, pairs, settings), "", args.quiet)
+    tuned = _drive(tune_on_pairs(model, pairs, _labelled_predict_config(args)), "", args.quiet)
     out = tuned.to_json()
     if args.out:
         model.postprocessing = {**tuned.postprocessing.to_json(), "tuned_ap@0.5": tuned.ap,

@@ -204,11 +204,17 @@ class Tuned:
     images: int
     objects: int
 
+    def settings(self) -> dict:
+        """The chosen settings as PredictConfig fields (a seed dynamic of None is 0: off)."""
+        from .config import POSTPROCESSING_FIELDS
+
+        chosen = {name: getattr(self.postprocessing, field) for name, field in POSTPROCESSING_FIELDS.items()}
+        return {**chosen, "seed_dynamic": chosen["seed_dynamic"] or 0.0}
+
     def flags(self) -> str:
         """The ``predict`` / ``evaluate`` flags that apply these settings."""
-        p = self.postprocessing
-        return (f"--seed-threshold {p.interior_threshold:g} --seed-dynamic {p.seed_dynamic or 0:g} "
-                f"--foreground-threshold {p.foreground_threshold:g} --min-size {p.min_size}")
+        return " ".join(f"--{name.replace('_', '-')} {value:g}" if isinstance(value, float) else f"--min-size {value}"
+                        for name, value in self.settings().items())
 
     def to_json(self) -> dict:
         return {"images": self.images, "objects": self.objects,
@@ -241,7 +247,7 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
     if settings.object_size is not None or settings.postprocessing_overrides():
         raise TuningError("tuning takes no object size or post-processing settings: it chooses the latter")
     truths = [check_labels(pair.labels, f"{pair.name}: labels") for pair in pairs]  # before any prediction
-    probabilities, labels = [], []
+    probabilities, labels, own_labels = [], [], []
     for k, (pair, truth) in enumerate(zip(pairs, truths), start=1):
         name = f"predicting {pair.name}" + (f" ({k}/{len(pairs)})" if len(pairs) > 1 else "")
         result = yield from _named(predict(model, pair.image, pair.axes, settings, probabilities=True), name)
@@ -250,24 +256,29 @@ def tune_on_pairs(model: UNetModel, pairs: list, settings=None) -> Generator[Til
         spatial = result.probabilities.shape[-model.dims:]  # planes (2D models) or volumes, one by one
         probabilities += list(np.moveaxis(result.probabilities.reshape((model.config.classes, -1) + spatial), 1, 0))
         labels += list(truth.reshape((-1,) + spatial))
+        own_labels += list(result.labels.reshape((-1,) + spatial))  # separated with the model's own settings
     size = object_size(labels)
     objects = size.get("objects", 0)
     if objects < MIN_TUNING_OBJECTS:
         raise TuningError(f"the labels hold {objects} object(s); settings chosen on fewer than {MIN_TUNING_OBJECTS} "
                          "are noise (docs/benchmarks.md, round 8): label more objects, or more images")
     own = PostProcessing.from_json(model.postprocessing, model.config.classes)
-    own_ap = M.summarize_matches([M.match_counts(t, own.apply(p), (0.5,)) for p, t in zip(probabilities, labels)])["ap@0.5"]
+    own_ap = M.summarize_matches([M.match_counts(t, o, (0.5,)) for o, t in zip(own_labels, labels)])["ap@0.5"]
     steps = tune_steps(probabilities, labels, tuning_grid(model.config.classes, size["area"]), tolerance=NEAR_TIE)
+    post, ap = yield from _as_progress(steps, "tuning the settings")
+    if own_ap >= ap:  # the model's own settings (not always in the grid) are the best: keep them
+        post, ap = own, own_ap
+    return Tuned(post, float(ap), own, float(own_ap), len(pairs), int(objects))
+
+
+def _as_progress(steps: Generator[tuple[int, int], None, object], message: str) -> Generator[TileProgress, None, object]:
+    """A generator of (done, total) pairs as progress records with ``message``."""
     while True:
         try:
             done, total = next(steps)
         except StopIteration as stop:
-            post, ap = stop.value
-            break
-        yield TileProgress(done=done, total=total, batch=0, message="tuning the settings")
-    if own_ap >= ap:  # the model's own settings (not always in the grid) are the best: keep them
-        post, ap = own, own_ap
-    return Tuned(post, float(ap), own, float(own_ap), len(pairs), int(objects))
+            return stop.value
+        yield TileProgress(done=done, total=total, batch=0, message=message)
 
 
 def _named(gen: Generator[TileProgress, None, object], name: str) -> Generator[TileProgress, None, object]:

@@ -449,9 +449,7 @@ class PredictWidget(Container):
         if self._chosen() is not self._tuning_model:
             self.status.value = "The model was changed while the settings were chosen: choose them again."
             return
-        post = result.postprocessing
-        self._tuned = {name: (getattr(post, field) or 0.0) if name == "seed_dynamic" else getattr(post, field)
-                       for name, field in POSTPROCESSING_FIELDS.items()}
+        self._tuned = result.settings()
         self.adjust_objects.value = True
         model = self._tuning_model
         for name, box in self.post.items():
