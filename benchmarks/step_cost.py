@@ -6,6 +6,7 @@
     python benchmarks/step_cost.py --inference   # prediction of 4 tiles in the same formats
     python benchmarks/step_cost.py --volumes     # 3D networks vs the 2D default, per output voxel
     python benchmarks/step_cost.py --widths      # the padded unet at widths 8-32, as training runs it here
+    python benchmarks/step_cost.py --widths --float32 --threads 1   # float32 and bf16, 128^2, one thread
     python benchmarks/step_cost.py --compile     # the same steps eager vs torch.compile (inductor), widths 8 and 16
 
 Prints seconds per step (mean of 4 after one warm-up) and output kilopixels per second.
@@ -119,15 +120,19 @@ def formats(n: int = 10) -> None:
             print(f"patch {size} batch {batch} bf16={bf16} channels_last={channels_last}: {dt:.3f} s/step", flush=True)
 
 
-def widths(n: int = 8) -> None:
+def widths(n: int = 8, float32_too: bool = False) -> None:
     """Training steps of the padded 2D unet at several base widths, in the precision and
-    memory format that training uses on this CPU (bf16 autocast where it is native)."""
+    memory format that training uses on this CPU (bf16 autocast where it is native); with
+    ``float32_too`` also in float32 (``--fp32``), 128-pixel patches only."""
     from napari_unet.devices import cpu_computes_bf16
     from napari_unet.models import PaperUNet
 
-    bf16 = cpu_computes_bf16()
-    for width in (8, 16, 24, 32):
-        for size, batch in ((128, 8), (256, 8)):
+    native = cpu_computes_bf16()
+    runs = [(native, 128), (native, 256)] if not float32_too else [(False, 128)] + [(True, 128)] * native
+    print(f"torch threads {torch.get_num_threads()}", flush=True)
+    for width in (8, 12, 16, 24, 32):
+        for bf16, size in runs:
+            batch = 8
             torch.manual_seed(0)
             net = PaperUNet(1, 2, 4, width, True, padded=True).to(memory_format=torch.channels_last)
             x = torch.randn(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
@@ -225,11 +230,15 @@ if __name__ == "__main__":
     parser.add_argument("--volumes", action="store_true")
     parser.add_argument("--widths", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--float32", action="store_true", help="with --widths: float32 beside bf16")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.compile:
         compiled()
     elif args.widths:
-        widths()
+        widths(float32_too=args.float32)
     elif args.formats:
         formats()
     elif args.inference:
