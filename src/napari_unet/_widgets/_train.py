@@ -38,9 +38,9 @@ def defaults_note(width: int, arch: str, dims: int) -> str:
         return note + "."
     if width == 8:
         return (note + ": base width 8 where the CPU trains in float32 (no native bfloat16, as here); "
-                "20 minutes there give DSB2018 test AP@0.5 0.72.")
+                "20 minutes there gave DSB2018 test AP@0.5 0.70-0.74.")
     return (note + ": base width 16 where the CPU computes bfloat16 or on a GPU; 20 minutes of a CPU "
-            "with bfloat16 give DSB2018 test AP@0.5 0.77.")
+            "with bfloat16 gave DSB2018 test AP@0.5 0.70-0.77.")
 
 
 class TrainWidget(Container):
