@@ -16,17 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=${1:-20}
-B=${BENCH_DATA:-bench_data}
 R=benchmarks/results
 grep -q avx512_bf16 /proc/cpuinfo || { echo "this A/B is for a CPU with AVX512-BF16" >&2; exit 1; }
 ! grep -q amx_tile /proc/cpuinfo || { echo "this A/B is for a CPU without AMX" >&2; exit 1; }
 for s in 10 11; do
-    OMP_NUM_THREADS=1 QUICK=1 taskset -c 0 bash benchmarks/accuracy_cpu.sh r18_w16_s$s "$M" --seed $s > /dev/null &
-    OMP_NUM_THREADS=1 QUICK=1 taskset -c 1 bash benchmarks/accuracy_cpu.sh r18_w8_s$s "$M" --seed $s --base-width 8 > /dev/null &
-    wait
-    .venv/bin/python benchmarks/val_folder.py $B/dsb_val_s$s $B/dsb_train $R/r18_w16_s$s.safetensors $R/r18_w8_s$s.safetensors
-    bash benchmarks/ab_eval.sh r18_w16_s$s $s 0 &
-    bash benchmarks/ab_eval.sh r18_w8_s$s $s 1 &
-    wait
+    bash benchmarks/ab_pair.sh "$M" $s r18_w16_s$s "" r18_w8_s$s "--base-width 8"
 done
 .venv/bin/python benchmarks/ab_table.py r18_w16_s10 r18_w8_s10 r18_w16_s11 r18_w8_s11 > $R/ab_width_zen4_r18.md
