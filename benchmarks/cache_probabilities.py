@@ -33,5 +33,13 @@ def main(model_path: str, folder: str, out: str) -> None:
     print(f"{out}: {len(arrays) // 2} images")
 
 
+def cached(model_path: str, folder: str, out: str) -> str:
+    """``out``, computed by :func:`main` first when it does not exist yet."""
+    if not Path(out).exists():
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        main(model_path, folder, out)
+    return out
+
+
 if __name__ == "__main__":
     main(*sys.argv[1:4])

@@ -14,12 +14,11 @@ gains >= +0.01 AP@0.5 for every model and other_nuclei_2d loses no more than 0.0
 """
 
 import sys
-from pathlib import Path
 
 from napari_unet.instances import NEAR_TIE, grid_for, object_size, tune
 
 sys.path.insert(0, "benchmarks")
-from cache_probabilities import main as cache  # noqa: E402
+from cache_probabilities import cached  # noqa: E402
 from watershed_study import load, post_ap  # noqa: E402
 
 EXTENDED = {"foreground_threshold": (0.5, 0.6, 0.7), "seed_dynamic": (0.05, 0.1, 0.2, 0.3, 0.4)}
@@ -32,11 +31,7 @@ def main(specs):
         tag, path, val = spec.split(":")
         sets = {}
         for part, folder in (("val", val), ("dsb_test", "bench_data/dsb_test"), ("other", "bench_data/other_nuclei_2d")):
-            npz = Path(f"bench_data/probs/{tag}_{part}.npz")
-            if not npz.exists():
-                npz.parent.mkdir(parents=True, exist_ok=True)
-                cache(path, folder, str(npz))
-            sets[part] = load(npz)
+            sets[part] = load(cached(path, folder, f"bench_data/probs/{tag}_{part}.npz"))
         probs, truths = sets["val"]
         base = grid_for(probs[0].shape[0], object_size(truths)["area"])
         scores = {}

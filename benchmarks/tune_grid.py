@@ -12,12 +12,11 @@ benchmarks/results/r17_tune_grid.txt); napari_unet.instances.WIDE_GRID now holds
 """
 
 import sys
-from pathlib import Path
 
 from napari_unet.instances import NEAR_TIE, WIDE_GRID, grid_for, object_size, tune
 
 sys.path.insert(0, "benchmarks")
-from cache_probabilities import main as cache  # noqa: E402
+from cache_probabilities import cached  # noqa: E402
 from watershed_study import load, post_ap  # noqa: E402
 
 LABS = ("bbbc050", "gonuclear")
@@ -32,11 +31,8 @@ def main(specs):
         for lab in LABS:
             sets = {}
             for half in ("decide", "report"):
-                npz = Path(f"bench_data/probs/{tag}_lab_{lab}_{half}.npz")
-                if not npz.exists():
-                    npz.parent.mkdir(parents=True, exist_ok=True)
-                    cache(path, f"bench_data/lab_{lab}_{half}", str(npz))
-                sets[half] = load(npz)
+                sets[half] = load(cached(path, f"bench_data/lab_{lab}_{half}",
+                                         f"bench_data/probs/{tag}_lab_{lab}_{half}.npz"))
             probs, truths = sets["decide"]
             base = grid_for(probs[0].shape[0], object_size(truths)["area"])
             scores = {}
